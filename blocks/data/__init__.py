@@ -1,0 +1,1 @@
+"""Processing blocks between a user's files and a model batch (no Hydra, no Lightning)."""
