@@ -95,6 +95,9 @@ class MultimodalBatch:
     group_sizes: Tensor
     image_bound: Tensor
     sample_ids: list[str] = field(default_factory=list)
+    # (sample id, reason) of samples dropped while building this batch; travels from data-loader
+    # workers to the main process so skips are counted, not lost.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "MultimodalBatch":
         """Move tensors to ``device``; ``dtype`` applies to the float pixel patches only."""
@@ -120,7 +123,7 @@ class MultimodalBatch:
 
 
 def collate(samples: Sequence[Sample], pad_id: int, padding_side: str = "right",
-            pad_to_multiple_of: int = 1) -> MultimodalBatch:
+            pad_to_multiple_of: int = 1, skipped: Sequence[tuple[str, str]] = ()) -> MultimodalBatch:
     """Pad the text of ``samples`` to one length and pack their visual fields.
 
     ``image_bound`` spans are shifted by the left padding so they keep pointing at the placeholders.
@@ -155,4 +158,5 @@ def collate(samples: Sequence[Sample], pad_id: int, padding_side: str = "right",
         group_sizes=torch.cat([s.group_sizes for s in samples]).long(),
         image_bound=torch.cat(bounds) if bounds else torch.zeros(0, 3, dtype=torch.long),
         sample_ids=[s.sample_id for s in samples],
+        skipped=list(skipped),
     )
