@@ -1,0 +1,171 @@
+"""MiniCPM-V: vision encoder -> resampler -> visual tokens scattered into the LLM's text embeddings.
+
+The three slots are plain modules named exactly ``vpm``, ``resampler`` and ``llm`` so the state_dict
+keys equal the official checkpoint's (``vpm.embeddings.patch_embedding.weight``,
+``resampler.attn.in_proj_weight``, ``llm.model.layers.0.self_attn.q_proj.weight``, ...).
+Slot surfaces (see blocks/): ``vpm(patches [N, 3*P*P], tgt_sizes [S, 2]) -> [N, width]``;
+``resampler(x [N, kv_dim], tgt_sizes, temporal_ids [S], group_sizes [G]) -> [T_vis, D]`` packed in group
+order with ``tokens_per_group(frame_sizes)`` tokens per group; ``llm`` a transformers causal LM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from blocks.batch import IGNORE_INDEX, MultimodalBatch
+from blocks.llm import layer_classes as llm_layer_classes
+
+SLOTS = ("vpm", "resampler", "llm")
+
+
+@dataclass
+class MLLMOutput:
+    """``loss``: mean next-token cross-entropy over labelled tokens (None without labels);
+    ``logits`` [B, T, V]; ``num_loss_tokens``: labelled tokens the mean ran over."""
+
+    loss: Tensor | None
+    logits: Tensor
+    num_loss_tokens: int
+
+
+def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
+    """[B, T] positions counting real tokens only, so a left-padded row starts at 0 where its text starts."""
+    mask = attention_mask.long()
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def next_token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, int]:
+    """Mean cross-entropy of logits[:, t] against labels[:, t+1] over labels != IGNORE_INDEX.
+
+    Computed in fp32. With no labelled token the loss is an exact 0 that still carries the graph.
+    """
+    targets = labels[:, 1:].reshape(-1)
+    count = int((targets != IGNORE_INDEX).sum())
+    summed = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets,
+                             ignore_index=IGNORE_INDEX, reduction="sum")
+    return summed / max(count, 1), count
+
+
+class MiniCPMV(nn.Module):
+    """The assembled multimodal LLM.
+
+    Args:
+        vpm: vision slot module.
+        resampler: resampler slot module; its ``out_dim`` must equal the LLM hidden size.
+        llm: transformers causal LM.
+    """
+
+    def __init__(self, vpm: nn.Module, resampler: nn.Module, llm: nn.Module) -> None:
+        super().__init__()
+        hidden = llm.get_input_embeddings().embedding_dim
+        if resampler.out_dim != hidden:
+            raise ValueError(f"resampler.out_dim={resampler.out_dim} but the LLM hidden size is {hidden}")
+        self.vpm = vpm
+        self.resampler = resampler
+        self.llm = llm
+
+    @property
+    def layer_classes(self) -> tuple[type, ...]:
+        """Repeated layer types of all blocks (FSDP auto-wrap / activation checkpointing units)."""
+        classes = (*self.vpm.layer_classes, *self.resampler.layer_classes, *llm_layer_classes(self.llm))
+        return tuple(dict.fromkeys(classes))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing in the vision tower and the LLM decoder layers."""
+        self.vpm.set_grad_checkpointing(enable)
+        if enable:
+            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.llm.gradient_checkpointing_disable()
+
+    def num_params(self, trainable_only: bool = False) -> dict[str, int]:
+        """Parameter count per slot and ``total`` (works on meta-device models)."""
+        counts = {slot: sum(p.numel() for p in getattr(self, slot).parameters()
+                            if p.requires_grad or not trainable_only) for slot in SLOTS}
+        counts["total"] = sum(counts.values())
+        return counts
+
+    def group_token_counts(self, batch: MultimodalBatch) -> list[int]:
+        """LLM tokens each visual group yields, from the resampler's ``tokens_per_group``."""
+        sizes = [tuple(s) for s in batch.tgt_sizes.tolist()]
+        counts, first = [], 0
+        for n in batch.group_sizes.tolist():
+            counts.append(self.resampler.tokens_per_group(sizes[first:first + n]))
+            first += n
+        return counts
+
+    def visual_positions(self, batch: MultimodalBatch) -> Tensor:
+        """Flat indices [T_vis] into the [B*T] token grid receiving the packed visual tokens, in order.
+
+        Raises:
+            ValueError: an ``image_bound`` span's length differs from what its group yields, or it
+                lies outside the batch; the message names the group and the sample.
+        """
+        rows, length = batch.input_ids.shape
+        expected = self.group_token_counts(batch)
+        if len(expected) != len(batch.image_bound):
+            raise ValueError(f"{len(batch.image_bound)} image_bound spans for {len(expected)} visual groups")
+        positions = []
+        for group, ((row, start, end), want) in enumerate(zip(batch.image_bound.tolist(), expected)):
+            where = f"visual group {group} (batch row {row}, sample {self._sample_id(batch, row)!r})"
+            if not (0 <= row < rows and 0 <= start <= end <= length):
+                raise ValueError(f"{where}: image_bound ({row}, {start}, {end}) is outside the [{rows}, {length}] batch")
+            if end - start != want:
+                raise ValueError(f"{where}: image_bound span holds {end - start} placeholders but the resampler "
+                                 f"yields {want} tokens for it")
+            positions.append(torch.arange(start, end) + row * length)
+        return torch.cat(positions).to(batch.input_ids.device)
+
+    @staticmethod
+    def _sample_id(batch: MultimodalBatch, row: int) -> str:
+        return batch.sample_ids[row] if row < len(batch.sample_ids) else f"row {row}"
+
+    def encode_visual(self, batch: MultimodalBatch) -> Tensor:
+        """Packed visual tokens [T_vis, D] of every group in the batch, in group order."""
+        dtype = next(self.vpm.parameters()).dtype
+        features = self.vpm(batch.patches.to(dtype), batch.tgt_sizes)
+        return self.resampler(features, batch.tgt_sizes, batch.temporal_ids, batch.group_sizes)
+
+    def embed(self, batch: MultimodalBatch) -> Tensor:
+        """``inputs_embeds`` [B, T, D]: text embeddings with each group's tokens at its image_bound span."""
+        text = self.llm.get_input_embeddings()(batch.input_ids)
+        if batch.num_groups == 0:
+            # Text-only batch: no fake image. The visual params still join the graph with weight 0 so
+            # DDP sees gradients (zeros) for them on every rank, not "unused parameters".
+            unused = [p.sum() for slot in ("vpm", "resampler") for p in getattr(self, slot).parameters()
+                      if p.requires_grad]
+            return text + 0 * torch.stack(unused).sum().to(text.dtype) if unused else text
+        positions = self.visual_positions(batch)
+        tokens = self.encode_visual(batch)
+        if tokens.shape[0] != positions.shape[0]:
+            raise ValueError(f"the resampler produced {tokens.shape[0]} tokens but tokens_per_group promises "
+                             f"{positions.shape[0]}")
+        batch_size, length, dim = text.shape
+        merged = text.reshape(batch_size * length, dim).index_copy(0, positions, tokens.to(text.dtype))
+        return merged.view(batch_size, length, dim)
+
+    def forward(self, batch: MultimodalBatch) -> MLLMOutput:
+        """Logits [B, T, V] and, when the batch has labels, the next-token loss."""
+        out = self.llm(inputs_embeds=self.embed(batch), attention_mask=batch.attention_mask.long(),
+                       position_ids=position_ids_from_mask(batch.attention_mask), use_cache=False)
+        if batch.labels is None:
+            return MLLMOutput(loss=None, logits=out.logits, num_loss_tokens=0)
+        loss, count = next_token_loss(out.logits, batch.labels)
+        return MLLMOutput(loss=loss, logits=out.logits, num_loss_tokens=count)
+
+    @torch.no_grad()
+    def generate(self, batch: MultimodalBatch, **gen_kwargs) -> Tensor:
+        """New token ids [B, new_tokens] continuing each row (greedy unless ``gen_kwargs`` say otherwise).
+
+        Batches are expected left-padded so every row continues from its last column.
+        """
+        config = self.llm.config
+        eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
+        gen_kwargs.setdefault("do_sample", False)
+        gen_kwargs.setdefault("pad_token_id", next(i for i in (config.pad_token_id, eos, 0) if i is not None))
+        return self.llm.generate(inputs_embeds=self.embed(batch), attention_mask=batch.attention_mask.long(),
+                                 **gen_kwargs)
