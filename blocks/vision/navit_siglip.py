@@ -1,0 +1,163 @@
+"""SigLIP NaViT vision encoder of MiniCPM-V 4.5, running packed over slices of different sizes.
+
+Input is the packed visual batch (``blocks.batch``): ``patches`` [N, 3*P*P], every patch of every
+slice/frame, slice-major, row-major inside a slice, each row flattened in (channel, y, x) order;
+``tgt_sizes`` [S, 2] = (patch rows h, patch cols w) per slice. Output is [N, width], row for row.
+
+Parameter names equal the official ``SiglipVisionTransformer`` (so a ``vpm.``-prefixed slice of the
+released checkpoint loads with ``strict=True``):
+
+- ``embeddings.patch_embedding``: Conv2d(3, D, P, stride P), applied as a linear map on patch rows
+  with the kernel flattened (same numbers, no image re-assembly);
+- ``embeddings.position_embedding``: Embedding(G*G, D) over a G x G (70 x 70) grid. A slice of
+  h x w patches is stretched over the whole grid: row i gets bucket(i/h), column j bucket(j/w);
+- ``encoder.layers.{i}`` (see ``siglip_layer``), ``post_layernorm``.
+
+The official tower pads every slice to the longest and masks keys; ``forward_padded`` keeps that
+layout as a reference (tests, ``assemblies/benchmarks/vision_packing.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from blocks.vision.siglip_layer import LAYER_NORM_EPS, SiglipEncoderLayer
+
+
+@functools.lru_cache(maxsize=512)
+def _grid_buckets(n: int, grid: int) -> Tensor:
+    """Grid bucket [n] of each of n patch rows (or cols), bit-exact with the official arithmetic.
+
+    The official code divides by an int32 tensor, so the step is the float32 1/n, and the coords and
+    boundaries are float32 ``arange``s; boundaries hit by i/n exactly (e.g. n=35) depend on that.
+    """
+    step = (1 / torch.tensor(n, dtype=torch.int32)).item()
+    coords = torch.arange(0, 1 - 1e-6, step)
+    boundaries = torch.arange(1 / grid, 1.0, 1 / grid)
+    return torch.bucketize(coords, boundaries, right=True)
+
+
+def navit_position_ids(tgt_sizes: Tensor, grid: int = 70) -> Tensor:
+    """Position-table ids [sum(h*w)] of the packed patches: bucket_h * grid + bucket_w per patch."""
+    ids = [(_grid_buckets(h, grid)[:, None] * grid + _grid_buckets(w, grid)[None, :]).flatten()
+           for h, w in tgt_sizes.tolist()]
+    return torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
+
+
+class SiglipNaViTEmbeddings(nn.Module):
+    """Patch embedding + stretched 2-D position embedding, on packed patch rows."""
+
+    def __init__(self, width: int, patch_size: int = 14, position_grid: int = 70, channels: int = 3) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.position_grid = position_grid
+        self.patch_embedding = nn.Conv2d(channels, width, kernel_size=patch_size, stride=patch_size)
+        self.position_embedding = nn.Embedding(position_grid * position_grid, width)
+
+    def forward(self, patches: Tensor, tgt_sizes: Tensor) -> Tensor:
+        """patches [N, C*P*P], tgt_sizes [S, 2] -> [N, D]."""
+        weight = self.patch_embedding.weight
+        x = F.linear(patches.to(weight.dtype), weight.flatten(1), self.patch_embedding.bias)
+        position_ids = navit_position_ids(tgt_sizes.cpu(), self.position_grid).to(patches.device)
+        return x + self.position_embedding(position_ids)
+
+
+class SiglipEncoder(nn.Module):
+    """The stack of layers (``encoder.layers.{i}``), with optional per-layer activation checkpointing."""
+
+    def __init__(self, layers: Sequence[SiglipEncoderLayer]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.grad_checkpointing = False
+
+    def forward(self, x: Tensor, seqlens: list[int]) -> Tensor:
+        """x [N, D] packed over ``seqlens`` -> [N, D]."""
+        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for layer in self.layers:
+            x = checkpoint(layer, x, seqlens, use_reentrant=False) if recompute else layer(x, seqlens)
+        return x
+
+
+class NaViTSiglip(nn.Module):
+    """The vision slot: packed patches + tgt_sizes -> per-patch features.
+
+    Attributes:
+        width: feature size D.
+        patch_size: P (14).
+        layer_classes: repeated layer types (FSDP wrapping / activation checkpointing).
+    """
+
+    def __init__(self, width: int, depth: int, num_heads: int, mlp_dim: int, patch_size: int = 14,
+                 position_grid: int = 70, attn_backend: str = "auto") -> None:
+        super().__init__()
+        self.width = width
+        self.patch_size = patch_size
+        self.layer_classes: tuple[type, ...] = (SiglipEncoderLayer,)
+        self.embeddings = SiglipNaViTEmbeddings(width, patch_size, position_grid)
+        self.encoder = SiglipEncoder([SiglipEncoderLayer(width, num_heads, mlp_dim, attn_backend)
+                                      for _ in range(depth)])
+        self.post_layernorm = nn.LayerNorm(width, eps=LAYER_NORM_EPS)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each layer's activations in backward (torch.utils.checkpoint, non-reentrant)."""
+        self.encoder.grad_checkpointing = enable
+
+    def _check(self, patches: Tensor, tgt_sizes: Tensor) -> list[int]:
+        patch_dim = 3 * self.patch_size ** 2
+        if patches.dim() != 2 or patches.shape[1] != patch_dim:
+            raise ValueError(f"patches must be [N, {patch_dim}], got {tuple(patches.shape)}")
+        if tgt_sizes.dim() != 2 or tgt_sizes.shape[1] != 2:
+            raise ValueError(f"tgt_sizes must be [S, 2], got {tuple(tgt_sizes.shape)}")
+        seqlens = (tgt_sizes[:, 0] * tgt_sizes[:, 1]).tolist()
+        if sum(seqlens) != patches.shape[0] or any(n <= 0 for n in seqlens):
+            raise ValueError(f"tgt_sizes {tgt_sizes.tolist()} describe {sum(seqlens)} patches "
+                             f"but patches has {patches.shape[0]} rows")
+        return seqlens
+
+    def forward(self, patches: Tensor, tgt_sizes: Tensor) -> Tensor:
+        """patches [N, 3*P*P], tgt_sizes [S, 2] -> [N, width]; slices never see each other."""
+        seqlens = self._check(patches, tgt_sizes)
+        if not seqlens:
+            return patches.new_zeros(0, self.width, dtype=self.post_layernorm.weight.dtype)
+        x = self.encoder(self.embeddings(patches, tgt_sizes), seqlens)
+        return self.post_layernorm(x)
+
+    def forward_padded(self, patches: Tensor, tgt_sizes: Tensor) -> Tensor:
+        """Reference path, same result as ``forward``: pad slices to the longest, mask keys, unpad.
+
+        This is the official tower's layout ([S, max h*w, D] with a key-padding mask); the padded
+        rows cost full compute and are dropped at the end.
+        """
+        seqlens = self._check(patches, tgt_sizes)
+        if not seqlens:
+            return patches.new_zeros(0, self.width, dtype=self.post_layernorm.weight.dtype)
+        x = self.embeddings(patches, tgt_sizes)
+        lengths = torch.tensor(seqlens, device=x.device)
+        key_mask = torch.arange(int(lengths.max()), device=x.device)[None, :] < lengths[:, None]  # [S, L]
+        padded = x.new_zeros(*key_mask.shape, self.width)
+        padded[key_mask] = x  # row-major over (slice, position) = the packing order
+        for layer in self.encoder.layers:
+            padded = layer.forward_padded(padded, key_mask)
+        return self.post_layernorm(padded[key_mask])
+
+
+def navit_siglip(width: int, depth: int, num_heads: int, mlp_dim: int, patch_size: int = 14,
+                 position_grid: int = 70, attn_backend: str = "auto") -> NaViTSiglip:
+    """A NaViT SigLIP encoder of the given size (random init)."""
+    return NaViTSiglip(width, depth, num_heads, mlp_dim, patch_size, position_grid, attn_backend)
+
+
+def navit_siglip_so400m(attn_backend: str = "auto") -> NaViTSiglip:
+    """MiniCPM-V 4.5's SigLIP-so400m/14 tower: 27 layers, width 1152, 16 heads, MLP 4304 (417,792,240 params)."""
+    return navit_siglip(1152, 27, 16, 4304, attn_backend=attn_backend)
+
+
+def navit_siglip_tiny(attn_backend: str = "auto") -> NaViTSiglip:
+    """Test-sized tower: width 64, 2 layers, 2 heads, MLP 128, patch 14, 70 x 70 position grid."""
+    return navit_siglip(64, 2, 2, 128, attn_backend=attn_backend)
