@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from assemblies.mllm import MiniCPMV, next_token_loss, position_ids_from_mask
+from assemblies.presets import compose_config, mcpv45, mcpv45_tiny
 from blocks.batch import IGNORE_INDEX, MultimodalBatch, Sample, collate
 from blocks.llm import qwen3_tiny
 
@@ -94,7 +95,7 @@ def test_scatter_targets_equal_the_official_positions(golden_dir, case):
     merge = json.loads((golden_dir / "blocks" / "embedding_merge.json").read_text())
     golden = next(c for c in merge["cases"] if c["processor_case"] == case)
     batch, data = golden_batch(golden_dir, case)
-    model = tiny_model(queries=64).eval()
+    model = mcpv45_tiny(["dims.queries=64"]).eval()  # the official 64 tokens per slice
     positions = model.visual_positions(batch)
     length = batch.input_ids.shape[1]
     for entry in golden["batches"]:
@@ -195,3 +196,46 @@ def test_num_params_and_layer_classes():
 def test_rejects_resampler_width_different_from_llm():
     with pytest.raises(ValueError, match="out_dim=32 but the LLM hidden size is 64"):
         MiniCPMV(StandInVision(), StandInResampler(out_dim=32), qwen3_tiny())
+
+
+def test_full_preset_has_the_official_parameter_counts_on_meta():
+    start = time.perf_counter()
+    model = mcpv45()
+    assert time.perf_counter() - start < 20
+    assert model.num_params() == {"vpm": 417_792_240, "resampler": 88_907_776, "llm": 8_189_195_264,
+                                  "total": 8_695_895_280}
+    assert next(model.parameters()).is_meta
+    assert {c.__name__ for c in model.layer_classes} == {"SiglipEncoderLayer", "Qwen3DecoderLayer"}
+
+
+def test_tiny_preset_trains_in_well_under_a_second():
+    model = mcpv45_tiny()
+    batch = collate([make_sample(6, [(4, 5), (3, 3)]), make_sample(3, [(6, 2)])], pad_id=0)
+    model(batch).loss.backward()  # warm-up: autograd's and the kernels' lazy set-up is not what this measures
+    model.zero_grad()
+    start = time.perf_counter()
+    out = model(batch)
+    out.loss.backward()
+    elapsed = time.perf_counter() - start
+    assert elapsed < 1.0, f"tiny forward + backward took {elapsed:.2f} s"
+    assert torch.isfinite(out.loss) and out.logits.shape == (2, batch.input_ids.shape[1], 1024)
+    for slot in ("vpm", "resampler", "llm"):
+        grads = [p.grad for p in getattr(model, slot).parameters()]
+        assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0, slot
+
+
+@pytest.mark.parametrize("overrides", [["resampler=mlp"], ["resampler=patch_merger"], ["resampler=resampler2d"],
+                                       ["vision=timm_vit"]])
+def test_every_slot_option_assembles_and_runs(overrides):
+    model = mcpv45_tiny(overrides)
+    queries = model.resampler.tokens_per_group([(4, 4)])
+    loss = model(collate([make_sample(3, [(4, 4)], queries=queries)], pad_id=0)).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_command_line_scale_wins_over_the_assembly_default():
+    cfg = compose_config(["+assembly=mcpv45", "scale=tiny", "resampler=mlp"])
+    assert cfg.dims.llm_hidden == 64
+    assert cfg.model.resampler._target_ == "blocks.resampler.mlp_projector"
+    assert mcpv45("tiny", ["dims.llm_layers=3"]).llm.config.num_hidden_layers == 3
