@@ -89,8 +89,6 @@ class PerceiverResampler(nn.Module):
     def reset_parameters(self) -> None:
         """The official init: trunc-normal(0.02) query and Linear weights, zero biases, unit LayerNorms,
         MultiheadAttention's own init for ``in_proj``, ``proj = D**-0.5 * randn``."""
-        if self.query.is_meta:
-            return  # shapes only; real values come from to_empty() + load_state_dict or a re-init
         nn.init.trunc_normal_(self.query, std=0.02)
         self.attn._reset_parameters()  # xavier in_proj_weight, zero in_proj_bias and out_proj.bias
         for module in self.modules():
