@@ -44,8 +44,8 @@ class Level:
 
 
 def _default_levels() -> dict[str, Level]:
-    return {"clean": Level(), "light": Level(noise_std=(8.0, 20.0), blur_radius=(0.0, 0.4)),
-            "heavy": Level(noise_std=(50.0, 80.0), blur_radius=(1.1, 1.6)), "masked": Level(fill=200)}
+    return {"clean": Level(), "light": Level(noise_std=(25.0, 40.0), blur_radius=(0.3, 0.6)),
+            "heavy": Level(noise_std=(45.0, 65.0), blur_radius=(0.7, 1.0)), "masked": Level(fill=200)}
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,8 @@ def corrupt_region(image: Image.Image, box: Box, level: Level, rng: random.Rando
         image.paste(blurred.crop((x0 - outer[0], y0 - outer[1], x1 - outer[0], y1 - outer[1])), box)
     if std > 0:
         region = np.asarray(image.crop(box), dtype=np.float32)
-        noise = np.random.default_rng(rng.getrandbits(64)).normal(0.0, std, region.shape)
+        # One noise value per pixel for all channels: grey speckle, like a bad scan, not colour confetti.
+        noise = np.random.default_rng(rng.getrandbits(64)).normal(0.0, std, (*region.shape[:2], 1))
         image.paste(Image.fromarray(np.clip(region + noise, 0, 255).round().astype(np.uint8)), box)
 
 

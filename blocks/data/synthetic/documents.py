@@ -101,6 +101,16 @@ def fact_line(form: str, country: str, capital: str, group: int) -> list[tuple[s
     return pieces
 
 
+def random_page(rng: random.Random) -> tuple[Image.Image, list[TextRegion], list[tuple[str, str]], list[str]]:
+    """A random page: image, regions of the fact words (group = fact index), facts (country, capital), line texts."""
+    facts = list(zip(rng.sample(COUNTRIES, FACTS_PER_PAGE), rng.sample(CAPITALS, FACTS_PER_PAGE)))
+    lines = [fact_line(form, c, k, g) for g, (c, k) in enumerate(facts) for form in rng.sample(FORMS, 2)]
+    lines += [[(text, None)] for text in rng.sample(FILLER, FILLER_LINES)]
+    rng.shuffle(lines)
+    image, regions = render_page(lines, rng)
+    return image, regions, facts, ["".join(t for t, _ in pieces) for pieces in lines]
+
+
 class DocumentCorpus(SyntheticCorpus):
     """Pages of facts; see the module docstring for tasks.
 
@@ -132,17 +142,8 @@ class DocumentCorpus(SyntheticCorpus):
             chance["doc_corrupt"] **= self.corruption.targets
         return chance
 
-    def page(self, rng: random.Random) -> tuple[Image.Image, list[TextRegion], list[tuple[str, str]], list[str]]:
-        """A random page: image, regions of the fact words (group = fact index), facts, line texts."""
-        facts = list(zip(rng.sample(COUNTRIES, FACTS_PER_PAGE), rng.sample(CAPITALS, FACTS_PER_PAGE)))
-        lines = [fact_line(form, c, k, g) for g, (c, k) in enumerate(facts) for form in rng.sample(FORMS, 2)]
-        lines += [[(text, None)] for text in rng.sample(FILLER, FILLER_LINES)]
-        rng.shuffle(lines)
-        image, regions = render_page(lines, rng)
-        return image, regions, facts, ["".join(t for t, _ in pieces) for pieces in lines]
-
     def _make(self, task: str, rng: random.Random, record_id: str) -> Record:
-        image, regions, facts, lines = self.page(rng)
+        image, regions, facts, lines = random_page(rng)
         meta: dict = {"lines": lines, "facts": facts}
         if task == "doc_knowledge":
             country, capital = rng.choice(facts)
