@@ -40,7 +40,7 @@ def grey_level(image: Image.Image) -> int:
 
 def _patches(image: Image.Image) -> torch.Tensor:
     """A 28x28 resize as 4 patch rows [4, 588] in (c, y, x) order."""
-    pixels = torch.from_numpy(np.asarray(image.convert("RGB").resize((28, 28)))).float().div(255)
+    pixels = torch.from_numpy(np.array(image.convert("RGB").resize((28, 28)))).float().div(255)
     return pixels.permute(2, 0, 1).reshape(3, 2, 14, 2, 14).permute(1, 3, 0, 2, 4).reshape(4, 588)
 
 

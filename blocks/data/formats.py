@@ -1,0 +1,263 @@
+"""Reader for the official MiniCPM-V fine-tuning data format (a JSON list, or JSONL: one entry a line).
+
+An entry (official ``finetune/readme.md``, extended here with video and text-only entries)::
+
+    {"id": "0", "image": "img/0.jpg",
+     "conversations": [{"role": "user", "content": "<image>\\nWhat is this?"},
+                       {"role": "assistant", "content": "A cat."}]}
+    {"id": "1", "image": {"<image_00>": "a.jpg", "<image_01>": "b.jpg"},
+     "conversations": [{"role": "user", "content": "<image_00>\\n<image_01>\\nCompare."}, ...]}
+    {"id": "2", "video": "clips/2.mp4", "fps": 3, "max_packing": 3,
+     "conversations": [{"role": "user", "content": "<video>\\nWhat happens?"}, ...]}
+    {"id": "3", "conversations": [...]}                                 # text only
+
+Rules, following the official ``preprocess``:
+
+- Single image (``"image": "path"``): the ``<image>`` marker must be in the first user turn, at most
+  once; without one, ``"<image>\\n"`` is prepended to that turn (as the official code does).
+- Several images (``"image": {"<image_00>": path, ...}``): every ``<image_NN>`` tag in any turn is
+  replaced by ``<image>`` in order of appearance and, as officially, the pieces of a content string
+  around the tags are joined with ``"\\n"``; a tag missing from the dict, or a dict entry never
+  referenced, is an error.
+- Videos work the same with ``"video"``, ``<video>`` and ``<video_NN>``. A video is a file (decoded
+  with PyAV; ``fps`` = sampling rate) or a folder of frames sorted by name (``frame_rate`` = the
+  rate they were extracted at, default ``folder_fps``; ``fps`` resamples them).
+- Roles are ``user``/``assistant`` (and an optional leading ``system``); the first non-system turn
+  is the user's.
+- Media paths are relative to ``root`` (default: the data file's folder); a path that leaves the
+  root (absolute elsewhere, or ``..``) is refused. Checked lexically so symlinked folders inside
+  the root keep working.
+
+Entries are parsed when indexed (a JSON list once, at construction, for its line numbers) and media
+are decoded at access time, so a bad entry costs one ``SampleError`` naming ``file:line`` and the id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from PIL import Image
+
+from blocks.data.errors import SampleError
+from blocks.data.image_io import DEFAULT_MAX_PIXELS, load_image
+from blocks.data.record import IMAGE_MARKER, VIDEO_MARKER, Record, VideoClip
+from blocks.data.video import MAX_PACKING_LIMIT, clip_from_frames, read_video
+
+ROLES = ("system", "user", "assistant")
+FRAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+_TAG = {IMAGE_MARKER: re.compile(r"<image_\d+>"), VIDEO_MARKER: re.compile(r"<video_\d+>")}
+_FIELD = {IMAGE_MARKER: "image", VIDEO_MARKER: "video"}
+
+
+class OfficialJsonDataset:
+    """Map-style source of ``Record``s over one official-format JSON or JSONL file.
+
+    Args:
+        path: the data file. A file whose first non-blank character is ``[`` is a JSON list;
+            anything else is JSONL (blank lines ignored).
+        root: folder media paths are relative to (default: the file's folder).
+        video_fps: default sampling rate for video files (model card ``encode_video`` default: 3).
+        max_groups: most resampler groups per video.
+        max_packing: default most frames per group (1..6); an entry's ``max_packing`` overrides it.
+        folder_fps: default ``frame_rate`` of frame folders.
+        time_scale: temporal-id unit in seconds.
+        max_pixels: decompression-bomb limit per image.
+        task: task name given to every record (an entry's ``task`` overrides it).
+
+    Raises:
+        SampleError: at construction, if the file is missing or a JSON list is malformed
+            (the whole file is unusable then); at ``__getitem__``, for one bad entry.
+    """
+
+    def __init__(self, path: str | os.PathLike, root: str | os.PathLike | None = None, *, video_fps: float = 3.0,
+                 max_groups: int = 180, max_packing: int = 3, folder_fps: float = 1.0, time_scale: float = 0.1,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, task: str = "") -> None:
+        self.path = Path(path)
+        self.root = Path(os.path.abspath(root if root is not None else self.path.parent))
+        self.video_fps, self.max_groups, self.max_packing = video_fps, max_groups, max_packing
+        self.folder_fps, self.time_scale, self.max_pixels, self.task = folder_fps, time_scale, max_pixels, task
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise SampleError(f"cannot read data file: {error}", where=str(self.path), reason="unreadable_file") from error
+        # Each item: (line number, parsed entry) for a JSON list, (line number, raw line) for JSONL.
+        self._items: list[tuple[int, Any]] = (_parse_list(text, self.path.name) if text.lstrip().startswith("[")
+                                              else [(n, line) for n, line in enumerate(text.splitlines(), 1)
+                                                    if line.strip()])
+        self._is_jsonl = not text.lstrip().startswith("[")
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def where(self, index: int) -> str:
+        """``"file:line"`` of entry ``index``."""
+        return f"{self.path.name}:{self._items[index][0]}"
+
+    def entry(self, index: int) -> dict:
+        """The parsed JSON object of entry ``index`` (no validation beyond "is an object")."""
+        line, payload = self._items[index]
+        where = f"{self.path.name}:{line}"
+        if self._is_jsonl:
+            try:
+                payload = json.loads(payload)
+            except json.JSONDecodeError as error:
+                raise SampleError(f"malformed JSON: {error.msg} at column {error.colno}", where=where,
+                                  reason="malformed_json") from error
+        if not isinstance(payload, dict):
+            raise SampleError(f"entry must be a JSON object, got {type(payload).__name__}", where=where,
+                              reason="bad_entry")
+        return payload
+
+    def __getitem__(self, index: int) -> Record:
+        where = self.where(index)
+        entry = self.entry(index)
+        sample_id = entry.get("id", where)
+        if not isinstance(sample_id, (str, int)):
+            raise SampleError(f"'id' must be a string or integer, got {type(sample_id).__name__}", where=where,
+                              reason="bad_entry")
+        sample_id = str(sample_id)
+
+        def fail(message: str, reason: str = "bad_entry") -> SampleError:
+            return SampleError(message, sample_id=sample_id, where=where, reason=reason)
+
+        conversations = _conversations(entry.get("conversations"), fail)
+        image_paths = _place_markers(conversations, entry.get("image"), IMAGE_MARKER, fail)
+        video_paths = _place_markers(conversations, entry.get("video"), VIDEO_MARKER, fail)
+        try:
+            images = [load_image(self._resolve(p, fail), max_pixels=self.max_pixels) for p in image_paths]
+            videos = [self._video(self._resolve(p, fail), entry, fail) for p in video_paths]
+        except SampleError as error:
+            if error.sample_id:
+                raise
+            raise type(error)(str(error), sample_id=sample_id, where=where, reason=error.reason) from error
+        return Record(id=sample_id, conversations=conversations, images=images, videos=videos,
+                      task=str(entry.get("task", self.task)), answer=entry.get("answer"),
+                      meta={"where": where})
+
+    def _resolve(self, relative: Any, fail: Callable[..., SampleError]) -> Path:
+        if not isinstance(relative, str) or not relative:
+            raise fail(f"media path must be a non-empty string, got {relative!r}")
+        full = Path(os.path.normpath(self.root / relative))  # an absolute `relative` replaces the root
+        if full != self.root and self.root not in full.parents:
+            raise fail(f"media path {relative!r} leaves the dataset root {self.root}", reason="path_escape")
+        return full
+
+    def _video(self, path: Path, entry: dict, fail: Callable[..., SampleError]) -> VideoClip:
+        fps = _number(entry, "fps", None, fail)
+        max_packing = _number(entry, "max_packing", self.max_packing, fail)
+        if max_packing != int(max_packing) or not 1 <= max_packing <= MAX_PACKING_LIMIT:
+            raise fail(f"max_packing must be an integer in 1..{MAX_PACKING_LIMIT}, got {max_packing}")
+        options = dict(max_groups=self.max_groups, max_packing=int(max_packing), time_scale=self.time_scale)
+        if not path.is_dir():
+            return read_video(path, fps or self.video_fps, **options)
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+        if not files:
+            raise fail(f"{path}: frame folder has no {sorted(FRAME_SUFFIXES)} files", reason="empty_video")
+        frames: list[Image.Image] = [load_image(f, max_pixels=self.max_pixels) for f in files]
+        rate = _number(entry, "frame_rate", self.folder_fps, fail)
+        return clip_from_frames(frames, native_fps=rate, fps=fps, source=str(path), **options)
+
+
+def _parse_list(text: str, name: str) -> list[tuple[int, Any]]:
+    """Parse a JSON list entry by entry, remembering the line each entry starts on."""
+    decoder = json.JSONDecoder()
+    items: list[tuple[int, Any]] = []
+    position, line, counted_to = text.index("[") + 1, 1, 0
+
+    def skip_blank(at: int) -> int:
+        while at < len(text) and text[at] in " \t\r\n":
+            at += 1
+        return at
+
+    def error(message: str, at: int) -> SampleError:
+        at_line = text.count("\n", 0, at) + 1
+        return SampleError(message, where=f"{name}:{at_line}", reason="malformed_json")
+
+    position = skip_blank(position)
+    if position < len(text) and text[position] == "]":
+        return items
+    while True:
+        try:
+            entry, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as failure:
+            raise SampleError(f"malformed JSON list: {failure.msg} at column {failure.colno}",
+                              where=f"{name}:{failure.lineno}", reason="malformed_json") from failure
+        line += text.count("\n", counted_to, position)
+        counted_to = position
+        items.append((line, entry))
+        position = skip_blank(end)
+        if position < len(text) and text[position] == ",":
+            position = skip_blank(position + 1)
+        elif position < len(text) and text[position] == "]":
+            return items
+        else:
+            raise error("malformed JSON list: expected ',' or ']' after an entry", position)
+
+
+def _conversations(value: Any, fail: Callable[..., SampleError]) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise fail(f"'conversations' must be a non-empty list, got {type(value).__name__}", reason="missing_field")
+    turns = []
+    for k, turn in enumerate(value):
+        if not isinstance(turn, dict) or turn.get("role") not in ROLES or not isinstance(turn.get("content"), str):
+            raise fail(f"conversations[{k}] must be {{'role': one of {ROLES}, 'content': str}}, got {turn!r:.120}")
+        if turn["role"] == "system" and k != 0:
+            raise fail(f"conversations[{k}]: a system turn may only come first")
+        turns.append({"role": turn["role"], "content": turn["content"]})
+    first = turns[1] if turns[0]["role"] == "system" and len(turns) > 1 else turns[0]
+    if first["role"] != "user":
+        raise fail(f"the first turn must be the user's, got {first['role']!r}")
+    return turns
+
+
+def _place_markers(turns: list[dict[str, str]], media: Any, marker: str,
+                   fail: Callable[..., SampleError]) -> list[Any]:
+    """Rewrite ``turns`` in place to carry one ``marker`` per item; return the media paths in marker order."""
+    field, tag = _FIELD[marker], _TAG[marker]
+    present = sum(turn["content"].count(marker) for turn in turns)
+    if media is None:
+        if present or any(tag.search(turn["content"]) for turn in turns):
+            raise fail(f"{present or 'tagged'} {marker} placeholder(s) but no {field!r} field",
+                       reason="placeholder_mismatch")
+        return []
+    first_user = next(turn for turn in turns if turn["role"] == "user")
+    if not isinstance(media, dict):
+        if present == 0:
+            first_user["content"] = f"{marker}\n{first_user['content']}"
+        elif present > 1 or marker not in first_user["content"]:
+            raise fail(f"one {field} but {present} {marker} placeholder(s) (it must be in the first user turn, "
+                       f"at most once)", reason="placeholder_mismatch")
+        return [media]
+    if present:
+        raise fail(f"{field!r} is a dict of tags, but the text has {present} plain {marker} marker(s)",
+                   reason="placeholder_mismatch")
+    paths, used = [], set()
+    for turn in turns:
+        pieces = re.split(f"({tag.pattern})", turn["content"])
+        if len(pieces) == 1:
+            continue
+        for k, piece in enumerate(pieces):
+            if tag.fullmatch(piece):
+                if piece not in media:
+                    raise fail(f"placeholder {piece} has no entry in {field!r} (keys {sorted(media)})",
+                               reason="placeholder_mismatch")
+                paths.append(media[piece])
+                used.add(piece)
+                pieces[k] = marker
+        turn["content"] = "\n".join(pieces)
+    unused = sorted(set(media) - used)
+    if unused:
+        raise fail(f"{len(media)} {field}(s) but {len(used)} referenced; never referenced: {unused}",
+                   reason="placeholder_mismatch")
+    return paths
+
+
+def _number(entry: dict, key: str, default: float | None, fail: Callable[..., SampleError]) -> float | None:
+    value = entry.get(key, default)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+        raise fail(f"{key!r} must be a positive number, got {value!r}")
+    return value
