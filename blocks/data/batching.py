@@ -1,0 +1,147 @@
+"""Token-budget batching: batches of similar-length samples whose padded size fits a token budget.
+
+With images sliced into 1-10 slices and videos of 1-180 groups, sample lengths span 100x; a fixed
+batch size either wastes most of a batch on padding or runs out of memory on the longest batch.
+``TokenBudgetBatchSampler`` instead fills each batch up to ``max_tokens`` *padded* tokens
+(``longest sample * batch size``, what the LLM actually computes on), drawing from pools of
+shuffled samples sorted by length so padding stays small while the order stays random.
+
+Visual content needs no padding at all (it is packed by ``blocks.batch.collate``), so videos with
+different frame counts and images share batches freely: no batch-size-1 workaround.
+
+Determinism: the batches of an epoch depend only on (lengths, seed, epoch), never on global RNG
+state, so every rank and a resumed run compute the same list. Ranks take every ``world_size``-th
+batch of it (padded by repetition to a multiple of ``world_size``, like ``DistributedSampler``,
+so all ranks run the same number of steps).
+
+Lengths come from ``measure_lengths`` (one pass of the real processor, cached in a JSON file), or
+from any cheaper estimate the caller has.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from blocks.batch import Sample
+
+log = logging.getLogger(__name__)
+
+
+class TokenBudgetBatchSampler(Sampler[list[int]]):
+    """Yields lists of dataset indices whose padded length ``max(len) * count`` is at most ``max_tokens``.
+
+    Args:
+        lengths: token count of every sample (an estimate is fine; 0 = unknown, counted as 1).
+        max_tokens: padded-token budget per batch. A sample longer than this gets a batch of its own.
+        max_batch_size: optional cap on samples per batch.
+        shuffle: shuffle samples (before pooling) and batches; False keeps dataset order in pools.
+        seed: with the epoch, selects the order.
+        pool_size: samples sorted together; bigger pools pad less but mix lengths less randomly.
+        rank, world_size: this process's shard of the batches.
+        drop_last: drop the trailing batches that do not fill every rank instead of repeating some.
+    """
+
+    def __init__(self, lengths: Sequence[int], max_tokens: int, *, max_batch_size: int | None = None,
+                 shuffle: bool = True, seed: int = 0, pool_size: int = 1024, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False) -> None:
+        if max_tokens < 1 or pool_size < 1 or (max_batch_size is not None and max_batch_size < 1):
+            raise ValueError(f"need max_tokens, pool_size, max_batch_size >= 1; got {max_tokens}, {pool_size}, "
+                             f"{max_batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        self.lengths = np.maximum(np.asarray(lengths, dtype=np.int64), 1)
+        self.max_tokens, self.max_batch_size = max_tokens, max_batch_size
+        self.shuffle, self.seed, self.pool_size = shuffle, seed, pool_size
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.epoch = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+        too_long = int((self.lengths > max_tokens).sum())
+        if too_long:
+            log.warning("%d of %d samples exceed max_tokens=%d; each gets a batch of its own", too_long,
+                        len(self.lengths), max_tokens)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order ``__iter__`` yields (call before each epoch, like DistributedSampler)."""
+        self.epoch = epoch
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        """Every rank's batches of ``epoch``, in order (rank r takes items r, r + world_size, ...)."""
+        if self._cache and self._cache[0] == epoch:
+            return self._cache[1]
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        batches: list[list[int]] = []
+        for start in range(0, len(order), self.pool_size):
+            pool = order[start:start + self.pool_size]
+            # Stable sort: equal lengths keep their shuffled order.
+            batches += self._fill(pool[np.argsort(self.lengths[pool], kind="stable")])
+        if self.shuffle:
+            batches = [batches[k] for k in rng.permutation(len(batches))]
+        remainder = len(batches) % self.world_size
+        if remainder and self.drop_last:
+            batches = batches[:len(batches) - remainder]
+        elif remainder:
+            batches += batches[:self.world_size - remainder]
+        self._cache = (epoch, batches)
+        return batches
+
+    def _fill(self, indices: np.ndarray) -> list[list[int]]:
+        """Greedy batches over ``indices`` sorted by length: the longest (last) sample sets the padded size."""
+        batches, current, longest = [], [], 0
+        for index in indices.tolist():
+            length = int(self.lengths[index])
+            full = self.max_batch_size is not None and len(current) >= self.max_batch_size
+            if current and (full or max(longest, length) * (len(current) + 1) > self.max_tokens):
+                batches.append(current)
+                current, longest = [], 0
+            current.append(index)
+            longest = max(longest, length)
+        if current:
+            batches.append(current)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.global_batches(self.epoch)[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        return len(self.global_batches(self.epoch)) // self.world_size
+
+    def padding_efficiency(self, epoch: int | None = None) -> float:
+        """Real tokens / padded tokens over all batches of an epoch (1.0 = no padding)."""
+        batches = self.global_batches(self.epoch if epoch is None else epoch)
+        real = sum(int(self.lengths[b].sum()) for b in batches)
+        padded = sum(int(self.lengths[b].max()) * len(b) for b in batches)
+        return real / padded
+
+
+def measure_lengths(dataset: Dataset, cache_path: str | os.PathLike | None = None, key: str = "",
+                    num_workers: int = 0) -> list[int]:
+    """Token count of every item of ``dataset`` (a ``ProcessedDataset``; skipped items count 0), cached.
+
+    The cache (JSON) is reused when it holds as many lengths as the dataset has items and the same
+    ``key``; put whatever changes lengths into ``key`` (data file, processor settings).
+    """
+    cache = Path(cache_path) if cache_path else None
+    if cache and cache.exists():
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key and len(stored.get("lengths", [])) == len(dataset):
+            return stored["lengths"]
+        log.info("length cache %s is stale (key or size changed); measuring again", cache)
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=_length)
+    lengths = [int(length) for length in loader]
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"key": key, "lengths": lengths}))
+    return lengths
+
+
+def _length(item: object) -> int:
+    # Runs in the worker: only an int crosses the process boundary, not the sample's pixels.
+    return item.num_tokens if isinstance(item, Sample) else 0
