@@ -27,14 +27,14 @@ MARGIN = 6
 BACKGROUND = (90, 90, 90)
 
 
-def sheet_size(rows: int, columns: int, scale: int) -> tuple[int, int]:
+def sheet_size(rows: int, columns: int, zoom: int) -> tuple[int, int]:
     """(width, height) in pixels of a sheet with ``rows`` pages and ``columns`` levels."""
-    cell = PAGE_SIZE * scale
+    cell = PAGE_SIZE * zoom
     return columns * (cell + MARGIN) + MARGIN, rows * (cell + LABEL_HEIGHT + MARGIN) + MARGIN
 
 
 def write_corruption_sheet(output: str | Path, corruption: CorruptionConfig | Mapping, rows: int = 4, seed: int = 0,
-                           scale: int = 3) -> Path:
+                           zoom: int = 3) -> Path:
     """Render ``rows`` pages at each level of ``corruption`` into a PNG at ``output``.
 
     Args:
@@ -44,7 +44,7 @@ def write_corruption_sheet(output: str | Path, corruption: CorruptionConfig | Ma
             are ignored.
         rows: number of pages.
         seed: selects the pages.
-        scale: integer nearest-neighbour upscaling of each page.
+        zoom: integer nearest-neighbour upscaling of each page.
 
     Returns:
         The path written.
@@ -52,8 +52,8 @@ def write_corruption_sheet(output: str | Path, corruption: CorruptionConfig | Ma
     config = corruption if isinstance(corruption, CorruptionConfig) else CorruptionConfig.from_dict(corruption)
     config = replace(config, targets=1)
     levels = list(config.levels)
-    cell = PAGE_SIZE * scale
-    sheet = Image.new("RGB", sheet_size(rows, len(levels), scale), BACKGROUND)
+    cell = PAGE_SIZE * zoom
+    sheet = Image.new("RGB", sheet_size(rows, len(levels), zoom), BACKGROUND)
     draw, font = ImageDraw.Draw(sheet), ImageFont.load_default(size=14)
     for row in range(rows):
         page, regions, _, _ = random_page(random.Random(f"corruption-sheet/{seed}/{row}"))
@@ -73,7 +73,7 @@ def write_corruption_sheet(output: str | Path, corruption: CorruptionConfig | Ma
 @hydra.main(version_base="1.3", config_path="../conf", config_name="corruption_sheet")
 def main(cfg: DictConfig) -> None:
     path = write_corruption_sheet(cfg.output, OmegaConf.to_container(cfg.corruption, resolve=True), cfg.rows,
-                                  cfg.seed, cfg.scale)
+                                  cfg.seed, cfg.zoom)
     print(f"wrote {path}")
 
 

@@ -2,9 +2,9 @@
 
 ``sklearn.datasets.load_digits`` reads 1,797 8x8 grey scans (values 0-16) bundled with scikit-learn,
 so no download is involved. Each becomes a white-on-black RGB image (default 56 px, 4x4 patches of
-14) with "What digit is this?" -> "7". The split is fixed: every fifth scan (index % 5 == 0, 360
-scans) is ``heldout``, the other 1,437 are ``train``. Chance: 0.1 (the ten classes are balanced to
-within 2%).
+14) with "What digit is this?" -> "7". The split is fixed and stratified: every fifth scan of each
+class is ``heldout`` (364 scans, 35-37 per class), the other 1,433 are ``train`` (139-146 per class).
+Chance: 0.1.
 """
 
 from __future__ import annotations
@@ -35,9 +35,12 @@ def split_indices(split: str) -> np.ndarray:
     """Indices of the scans in ``split`` (fixed, independent of any seed)."""
     if split not in SPLITS:
         raise ValueError(f"digits: split must be one of {SPLITS}, got {split!r}")
-    all_indices = np.arange(len(_scans()[1]))
-    heldout = all_indices % HELDOUT_EVERY == 0
-    return all_indices[heldout] if split == "heldout" else all_indices[~heldout]
+    labels = _scans()[1]
+    heldout = np.zeros(len(labels), bool)
+    for digit in range(10):
+        # Stratified: every fifth scan of each class, so both splits keep the classes balanced.
+        heldout[np.flatnonzero(labels == digit)[::HELDOUT_EVERY]] = True
+    return np.flatnonzero(heldout) if split == "heldout" else np.flatnonzero(~heldout)
 
 
 class DigitsCorpus(Sequence[Record]):

@@ -1,0 +1,164 @@
+"""Each synthetic task: answers are balanced, chance is what the corpus reports, and the media really
+contain the answer (counted objects, motion direction, flashes, the fact on the page)."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from blocks.data.synthetic import make_corpus
+from blocks.data.synthetic.captions import caption_of
+from blocks.data.synthetic.documents import CAPITALS, COUNTRIES
+from blocks.data.synthetic.shapes import BACKGROUND, COLOURS, SHAPES, Shape
+from blocks.data.synthetic.videos import count_runs, group_frames
+
+# task -> (corpus, every possible answer)
+BALANCED = {
+    "scene_count": ("scenes", {str(n) for n in range(1, 7)}),
+    "scene_colour": ("scenes", set(COLOURS)),
+    "scene_position": ("scenes", {"left", "right", "top", "bottom"}),
+    "video_direction": ("videos", {"left", "right", "up", "down"}),
+    "video_flash": ("videos", {"1", "2", "3"}),
+    "doc_ocr": ("documents", set(COUNTRIES) | set(CAPITALS)),
+    "doc_knowledge": ("documents", set(CAPITALS)),
+    "doc_corrupt": ("documents", set(COUNTRIES) | set(CAPITALS)),
+}
+
+
+def answers(corpus_name: str, task: str, n: int) -> list[str]:
+    return [r.answer for r in make_corpus(corpus_name, size=n, seed=0, tasks=[task])]
+
+
+@pytest.mark.parametrize("task", BALANCED)
+def test_answers_are_uniform_and_chance_is_one_over_answers(task):
+    corpus_name, expected = BALANCED[task]
+    n = 30 * len(expected)
+    counts = Counter(answers(corpus_name, task, n))
+    assert set(counts) == expected
+    # Binomial counts around n/k: 4.5 sigma bounds (fails on a systematic bias, not on noise).
+    mean = n / len(expected)
+    sigma = math.sqrt(mean * (1 - 1 / len(expected)))
+    assert all(abs(c - mean) < 4.5 * sigma for c in counts.values()), counts
+    assert make_corpus(corpus_name, size=1, tasks=[task]).chance[task] == pytest.approx(1 / len(expected))
+
+
+def test_video_order_chance_is_one_half_from_the_question():
+    corpus = make_corpus("videos", size=200, tasks=["video_order"])
+    assert corpus.chance == {"video_order": 0.5}
+    named_first = 0
+    for record in corpus:
+        a, b = re.search(r"the (\w+) (?:one )?or the (\w+) one", record.conversations[0]["content"]).groups()
+        assert record.answer in (a, b) and a != b
+        named_first += record.answer == a
+    assert 70 < named_first < 130  # the answer is not given away by its position in the question
+
+
+def test_caption_chance_is_the_most_frequent_caption():
+    corpus = make_corpus("captions", size=1800)
+    counts = Counter(r.answer for r in corpus)
+    assert corpus.chance["caption"] == pytest.approx(1 / 36)
+    top = counts.most_common(1)[0][1] / len(corpus)
+    assert 0.5 / 36 < top < 2.0 / 36
+
+
+def test_scene_count_matches_drawn_objects():
+    for record in make_corpus("scenes", size=24, tasks=["scene_count"]):
+        assert len(record.meta["shapes"]) == int(record.answer)
+
+
+def test_scene_colour_and_position_refer_to_the_only_object_of_that_kind():
+    corpus = make_corpus("scenes", size=40, tasks=["scene_colour", "scene_position"])
+    for record in corpus:
+        kind = next(k for k in SHAPES if k in record.conversations[0]["content"])
+        same_kind = [s for s in record.meta["shapes"] if s[0] == kind]
+        assert len(same_kind) == 1
+        _, colour, x, y = same_kind[0]
+        if record.task == "scene_colour":
+            assert colour == record.answer
+            # The answer colour is really painted at the object's centre.
+            assert tuple(np.asarray(record.images[0])[y, x]) == COLOURS[colour]
+        else:
+            third = record.images[0].width / 3
+            side = {"left": x < third, "right": x > 2 * third, "top": y < third, "bottom": y > 2 * third}
+            assert side[record.answer] and third <= (y if record.answer in ("left", "right") else x) <= 2 * third
+
+
+def test_captions_name_objects_left_to_right():
+    two = [r for r in make_corpus("captions", size=40) if " and " in r.answer]
+    assert len(two) > 10
+    for record in two:
+        left, right = (part.split() for part in record.answer.split(" and "))
+        pixels = np.asarray(record.images[0])
+        half = pixels.shape[1] // 2
+        # Each named colour is painted in its half (same-colour pairs are covered by both halves).
+        assert (pixels[:, :half] == COLOURS[left[1]]).all(-1).any()
+        assert (pixels[:, half:] == COLOURS[right[1]]).all(-1).any()
+    shapes = [Shape("square", "blue", 80, 50, 10), Shape("circle", "red", 20, 50, 10)]
+    assert caption_of(shapes) == "a red circle and a blue square"
+
+
+def centroid(frame) -> tuple[float, float] | None:
+    """Mean (x, y) of non-background pixels, None for an empty frame."""
+    ys, xs = np.where((np.asarray(frame) != BACKGROUND).any(-1))
+    return (xs.mean(), ys.mean()) if len(xs) else None
+
+
+def test_video_direction_follows_the_moving_object():
+    for record in make_corpus("videos", size=12, tasks=["video_direction"]):
+        (clip,) = record.videos
+        (x0, y0), (x1, y1) = centroid(clip.frames[0]), centroid(clip.frames[-1])
+        dx, dy = x1 - x0, y1 - y0
+        expected = ("right" if dx > 0 else "left") if abs(dx) > abs(dy) else ("down" if dy > 0 else "up")
+        assert record.answer == expected and max(abs(dx), abs(dy)) > 20
+
+
+def test_video_flash_counts_visible_runs():
+    for record in make_corpus("videos", size=15, tasks=["video_flash"]):
+        visible = [centroid(f) is not None for f in record.videos[0].frames]
+        assert count_runs(visible) == int(record.answer)
+
+
+def test_video_order_first_object_appears_first():
+    for record in make_corpus("videos", size=12, tasks=["video_order"]):
+        frames = [np.asarray(f) for f in record.videos[0].frames]
+        appears = {c: next(i for i, f in enumerate(frames) if (f == COLOURS[c]).all(-1).any())
+                   for c in COLOURS if any((f == COLOURS[c]).all(-1).any() for f in frames)}
+        assert len(appears) == 2 and min(appears, key=appears.get) == record.answer
+        assert len(set(appears.values())) == 2
+
+
+def test_video_groups_are_consecutive_frames_of_two_or_three():
+    for record in make_corpus("videos", size=30, seed=2):
+        clip = record.videos[0]
+        sizes = [len(g) for g in clip.groups]
+        assert 4 <= len(clip.frames) <= 6 and set(sizes) <= {2, 3}
+        ids = [t for g in clip.groups for t in g]
+        step = ids[1] - ids[0]
+        assert step in (3, 5, 10) and ids == [i * step for i in range(len(ids))]
+    with pytest.raises(ValueError, match="4-6 frames"):
+        group_frames(7, random.Random(0))
+
+
+def test_document_states_each_fact_twice_and_answers_from_the_page():
+    for record in make_corpus("documents", size=12, tasks=["doc_knowledge"]):
+        lines, facts = record.meta["lines"], record.meta["facts"]
+        assert len(lines) == 8 and len(facts) == 3
+        for country, capital in facts:
+            both = [line for line in lines if country in line and capital in line]
+            assert len(both) == 2
+        country = next(c for c in COUNTRIES if c in record.conversations[0]["content"])
+        assert (country, record.answer) in facts
+
+
+def test_doc_ocr_box_holds_ink_and_names_a_fact_word():
+    for record in make_corpus("documents", size=12, tasks=["doc_ocr"]):
+        assert record.meta["levels"] == ["clean"]
+        (x0, y0, x1, y1), = record.meta["target_boxes"]
+        region = np.asarray(record.images[0])[y0:y1, x0:x1]
+        assert (region < 100).all(-1).sum() > 10  # dark ink inside the box
+        assert record.answer in {w for fact in record.meta["facts"] for w in fact}
