@@ -1,0 +1,150 @@
+"""Config plumbing for training: compose-time schemas, target binding, one ``instantiate`` helper.
+
+Schemas (dataclasses in Hydra's ConfigStore) cover the stable top-level nodes (``trainer``,
+``stage``, ``data``, ``pipeline``): a typo or a wrong type fails when the config is composed.
+Block keyword arguments are checked differently, by binding them to the builder's signature
+(``check_targets``), so adding an argument to a block needs no schema edit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from hydra.core.config_store import ConfigStore
+from hydra.utils import instantiate as hydra_instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+
+@dataclass
+class StageSchema:
+    """One training stage (``conf/stage/*.yaml``)."""
+
+    name: str = "???"
+    trainable: list[str] = field(default_factory=list)       # blocks: vpm | resampler | llm
+    lr: dict[str, float] = field(default_factory=dict)        # per block param group
+    data: dict[str, Any] = field(default_factory=dict)        # mix: {corpus: weight}
+    max_length: int = 2048
+    max_steps: int = 1000
+    batch_size: int = 8
+    accumulate_grad_batches: int = 1
+    schedule: Any = None                                      # partial (optimizer, total_steps) -> scheduler
+    init_from: Any = "previous"                               # none | previous | path | {block: path}
+    lora: Optional[dict[str, Any]] = None                     # {r, alpha, dropout, target_modules}
+    grad_checkpointing: bool = False
+    val_every: int = 0                                        # steps between held-out evals (0: end only)
+    description: str = ""
+
+
+@dataclass
+class PipelineSchema:
+    """Which stages run, in order, and run-level switches."""
+
+    stages: list[str] = field(default_factory=list)
+    resume: bool = True                  # reuse finished stages and last.ckpt found in the output dir
+    stop_at_step: Optional[int] = None   # end the current stage early, as if killed (resume testing, time boxes)
+    export: bool = True                  # official-format checkpoint after the last stage
+    plots: bool = True
+
+
+@dataclass
+class DataSchema:
+    """Corpora, processing and loading (``conf/data/*.yaml``)."""
+
+    tokenizer: Any = "???"
+    processor: Any = "???"
+    corpora: dict[str, Any] = field(default_factory=dict)
+    heldout: list[str] = field(default_factory=list)
+    train_size: int = 100_000
+    heldout_size: int = 64
+    eval_batch_size: int = 16
+    num_workers: int = 0
+
+
+@dataclass
+class TrainerSchema:
+    """The ``lightning.pytorch.Trainer`` arguments the configs use (a typo fails at compose time)."""
+
+    _target_: str = "lightning.pytorch.Trainer"
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: Any = "auto"
+    precision: Any = "auto"               # auto: bf16-mixed on GPU, 32-true on CPU
+    gradient_clip_val: Optional[float] = 1.0
+    log_every_n_steps: int = 1
+    deterministic: bool = False
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = False
+    num_sanity_val_steps: int = 0
+    use_distributed_sampler: bool = False  # the mixture sampler is rank-aware itself
+    limit_val_batches: Any = 1.0
+    plugins: Any = None
+
+
+def register_schemas() -> None:
+    """Store the schemas as group ``schema`` so configs can list ``- optional /schema@_here_: stage``.
+
+    ``optional``: tools that compose these files without training (tasks/inspect.py) need not register them.
+    """
+    store = ConfigStore.instance()
+    for name, node in (("stage", StageSchema), ("pipeline", PipelineSchema), ("data", DataSchema),
+                       ("trainer", TrainerSchema)):
+        store.store(group="schema", name=name, node=node)
+
+
+def resolve_target(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def check_targets(node: Any, where: str = "") -> int:
+    """Bind every ``_target_`` node's keys to its callable's signature, recursively; build nothing.
+
+    Returns:
+        number of targets checked.
+
+    Raises:
+        TypeError: naming the config path, when a node has an unknown or missing argument.
+    """
+    checked = 0
+    if isinstance(node, DictConfig):
+        target = node.get("_target_") if "_target_" in node else None
+        for key in node:
+            if not str(key).startswith("_"):
+                checked += check_targets(node._get_node(key), f"{where}.{key}" if where else str(key))
+        if target:
+            fn = resolve_target(target)
+            kwargs = {k: None for k in node if not str(k).startswith("_")}
+            signature = inspect.signature(fn)
+            try:
+                if node.get("_partial_", False):
+                    signature.bind_partial(**kwargs)
+                else:
+                    signature.bind(**kwargs)
+            except TypeError as error:
+                raise TypeError(f"config node {where or '<root>'} ({target}): {error}") from None
+            checked += 1
+    elif isinstance(node, ListConfig):
+        for i in range(len(node)):
+            checked += check_targets(node._get_node(i), f"{where}[{i}]")
+    return checked
+
+
+def instantiate(node: Any, **kwargs) -> Any:
+    """The project's one route to ``hydra.utils.instantiate`` (where a Hydra 1.4 target whitelist goes)."""
+    return hydra_instantiate(node, **kwargs)
+
+
+def resolve_precision(precision: Any) -> Any:
+    """``auto``: bf16-mixed with CUDA, fp32 on CPU (bf16 matmuls are ~300x slower on CPU)."""
+    if precision != "auto":
+        return precision
+    return "bf16-mixed" if torch.cuda.is_available() else "32-true"
+
+
+def to_plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node

@@ -1,0 +1,115 @@
+"""The LightningModule shared by pre-training and SFT: one assembly, one loss, per-task held-out metrics.
+
+Stages differ only in data (what carries labels) and in what is trainable, both decided outside
+this module, so pre-training and SFT need no separate classes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from assemblies.training.metrics import AnswerMetrics
+from assemblies.training.stages import param_groups
+from blocks.batch import MultimodalBatch
+
+log = logging.getLogger(__name__)
+
+
+class MLLMModule(LightningModule):
+    """Trains ``model`` (the assembly: ``forward(batch) -> .loss, .logits``).
+
+    Args:
+        model: the assembly with ``vpm`` / ``resampler`` / ``llm`` blocks, already frozen by the stage.
+        optimizer: partial optimizer, called with the per-block param groups.
+        scheduler: partial ``(optimizer, total_steps) -> LRScheduler`` or None.
+        lr: learning rate per block name (the stage's ``lr``).
+        total_steps: optimizer steps of the stage (for the schedule).
+        heldout_tasks: names of the validation dataloaders, in order (one held-out set per task).
+        decode: token ids -> text, for ANLS/CER (default: no text metrics).
+        weight_decay: applied to matrices only.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: Callable, scheduler: Callable | None, lr: dict[str, float],
+                 total_steps: int, heldout_tasks: list[str] = (), decode: Callable[[list[int]], str] | None = None,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.lr, self.total_steps, self.weight_decay = dict(lr), total_steps, weight_decay
+        self.heldout_tasks = list(heldout_tasks)
+        self.decode = decode or (lambda ids: " ".join(map(str, ids)))
+        self.task_metrics = nn.ModuleList(AnswerMetrics() for _ in self.heldout_tasks)
+        self.skipped = 0
+
+    def transfer_batch_to_device(self, batch: MultimodalBatch, device: torch.device, dataloader_idx: int):
+        return batch.to(device)
+
+    def training_step(self, batch: MultimodalBatch | None, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # every record of the batch was rejected (already logged by the collator)
+            return None
+        if batch.skipped:
+            self.skipped += len(batch.skipped)
+            log.warning("skipped %d sample(s): %s", len(batch.skipped), batch.skipped)
+        self.log("data/skipped", float(self.skipped), reduce_fx="max", batch_size=batch.batch_size)
+        out = self.model(batch)
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch.batch_size)
+        return out.loss
+
+    def validation_step(self, batch: MultimodalBatch | None, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch is None:
+            return
+        out = self.model(batch)
+        task = self.heldout_tasks[dataloader_idx]
+        self.log(f"val/{task}/loss", out.loss, batch_size=batch.batch_size, add_dataloader_idx=False)
+        self.task_metrics[dataloader_idx].update(out.logits, batch.labels, self.decode)
+
+    def on_validation_epoch_end(self) -> None:
+        accuracies = []
+        for task, metrics in zip(self.heldout_tasks, self.task_metrics):
+            values = metrics.compute()
+            for key, value in values.items():
+                self.log(f"val/{task}/{key}", value, sync_dist=True)
+            accuracies.append(values["acc"])
+            metrics.reset()
+        if accuracies:
+            self.log("val/acc", sum(accuracies) / len(accuracies), prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self):
+        # Parameters come from trainer.model: under FSDP that is the wrapped module, whose (original,
+        # use_orig_params) parameters are the ones the optimizer must own.
+        owned = {id(p) for p in self.trainer.model.parameters() if p.requires_grad}
+        groups = param_groups(self.model, self.lr, self.weight_decay)
+        for group in groups:
+            group["params"] = [p for p in group["params"] if id(p) in owned]
+        optimizer = self.optimizer_factory([g for g in groups if g["params"]])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, total_steps=self.total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # Exact resume: the Python/NumPy/torch generators (LoRA dropout, augmentation in the main
+    # process) travel with the checkpoint, as tensors and ints so it loads with weights_only=True.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        numpy_state = np.random.get_state(legacy=False)
+        checkpoint["rng_states"] = {
+            "python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy_key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "numpy_pos": int(numpy_state["state"]["pos"]),
+            "numpy_gauss": (int(numpy_state["has_gauss"]), float(numpy_state["gauss"]))}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        random.setstate(states["python"])
+        torch.set_rng_state(states["torch"])
+        has_gauss, gauss = states["numpy_gauss"]
+        np.random.set_state({"bit_generator": "MT19937", "has_gauss": has_gauss, "gauss": gauss,
+                             "state": {"key": states["numpy_key"].numpy().astype(np.uint32), "pos": states["numpy_pos"]}})

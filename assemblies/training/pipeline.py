@@ -1,0 +1,207 @@
+"""``train(cfg)``: run the configured stages in order, passing the weights along.
+
+Per stage: initialise (``init_from``), optionally add LoRA, freeze, build data and Lightning objects,
+fit (resuming from ``last.ckpt`` when the run directory has one), evaluate the held-out tasks,
+save the stage's weights as safetensors. After the last stage: export, metrics JSON, plots.
+Everything a stage writes lives in ``<output_dir>/<stage name>/``, so rerunning the same command in
+the same directory continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from assemblies.training import report
+from assemblies.training.callbacks import Throughput
+from assemblies.training.config import check_targets, instantiate, resolve_precision, to_plain
+from assemblies.training.datamodule import MultimodalDataModule
+from assemblies.training.module import MLLMModule
+from assemblies.training.stages import add_lora, freeze, merge_lora
+from assemblies.training.weights import WEIGHTS_FILE, load_weights, save_weights
+
+log = logging.getLogger(__name__)
+
+
+def check_capacity(model_cfg: DictConfig, trainer_cfg: DictConfig, stages: list[DictConfig]) -> None:
+    """Stop before building anything when the machine cannot hold the model and its optimizer state.
+
+    Estimate per stage (fp32 AdamW, no sharding): 16 bytes per trainable parameter (weight, grad, two
+    moments) + 4 per frozen one, against the RAM (CPU) or the summed memory of the requested GPUs.
+
+    Raises:
+        SystemExit: with what the run would need.
+    """
+    with torch.device("meta"):
+        model = instantiate(model_cfg)
+    sizes = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in ("vpm", "resampler", "llm")}
+    total = sum(sizes.values())
+    need = max(16 * sum(sizes[b] for b in stage.trainable) + 4 * (total - sum(sizes[b] for b in stage.trainable))
+               for stage in stages)
+    use_gpu = torch.cuda.is_available() and trainer_cfg.accelerator in ("auto", "gpu", "cuda")
+    if use_gpu:
+        devices = torch.cuda.device_count() if trainer_cfg.devices in ("auto", -1) else int(trainer_cfg.devices)
+        have = sum(torch.cuda.get_device_properties(i).total_memory for i in range(min(devices, torch.cuda.device_count())))
+        where = f"{devices} GPU(s)"
+    else:
+        import os
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        where = "CPU RAM"
+    if need > have:
+        raise SystemExit(
+            f"this model has {total:,} parameters; training its largest stage needs about {need / 2**30:.0f} GiB for "
+            f"weights, gradients and AdamW state (fp32, before activations) but {where} offers {have / 2**30:.0f} GiB. "
+            f"Use GPUs with FSDP (trainer=fsdp, e.g. 8x80 GB), or the tiny scale: scale=tiny")
+
+
+def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, stage_dir: Path) -> None:
+    source = stage.init_from
+    if source in (None, "none"):
+        return
+    if source == "previous":
+        if previous_dir is None:
+            return  # first stage of the run: nothing before it
+        weights = previous_dir / WEIGHTS_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(f"stage {stage.name}: init_from=previous but {weights} does not exist; run the "
+                                    f"previous stage in this output dir first or set stages.{stage.name}.init_from=<dir>")
+        load_weights(model, weights)
+        return
+    load_weights(model, to_plain(source) if isinstance(source, DictConfig) else source)
+
+
+def _callbacks(cfg: DictConfig, stage_dir: Path) -> list[pl.Callback]:
+    callbacks = []
+    for node in (cfg.get("callbacks") or {}).values():
+        if node is None or "_target_" not in node:
+            continue
+        extra = {"dirpath": str(stage_dir / "checkpoints")} if node._target_.endswith("ModelCheckpoint") else {}
+        callbacks.append(instantiate(node, **extra))
+    return callbacks
+
+
+def _loggers(cfg: DictConfig, stage_dir: Path) -> list:
+    return [instantiate(node, save_dir=str(stage_dir)) for node in (cfg.get("logger") or {}).values()
+            if node is not None and "_target_" in node]
+
+
+def _strategy(trainer_cfg: DictConfig, model: nn.Module):
+    strategy = trainer_cfg.strategy
+    if isinstance(strategy, DictConfig):  # a factory that needs the blocks' layer classes
+        return instantiate(strategy)(layer_classes=tuple(model.layer_classes))
+    return strategy
+
+
+def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: Path, tokenizer,
+              process_factory) -> dict:
+    """Fit one stage; returns its report (losses, held-out metrics, throughput)."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    if stage.lora:
+        add_lora(model, **to_plain(stage.lora))
+    frozen = freeze(model, list(stage.trainable), lora_targets_llm=bool(stage.lora))
+    if hasattr(model, "set_grad_checkpointing"):
+        model.set_grad_checkpointing(bool(stage.grad_checkpointing))
+    accumulate = int(stage.accumulate_grad_batches)
+    data = MultimodalDataModule(
+        corpora={name: instantiate(node) for name, node in cfg.data.corpora.items()},
+        process=process_factory(max_length=int(stage.max_length)), pad_id=tokenizer.pad_token_id,
+        mix=to_plain(stage.data.mix), heldout=list(cfg.data.heldout), num_batches=int(stage.max_steps) * accumulate,
+        batch_size=int(stage.batch_size), train_size=cfg.data.train_size, heldout_size=cfg.data.heldout_size,
+        eval_batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers, seed=int(cfg.seed))
+    data.setup("fit")
+    module = MLLMModule(model, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(stage.schedule),
+                        lr=to_plain(stage.lr), total_steps=int(stage.max_steps), heldout_tasks=data.heldout_tasks,
+                        decode=functools.partial(tokenizer.decode, skip_special_tokens=True),
+                        weight_decay=float(cfg.get("weight_decay", 0.0)))
+    throughput = Throughput()
+    trainer_kwargs = {k: v for k, v in to_plain(cfg.trainer).items() if k not in ("_target_", "strategy")}
+    stop = cfg.pipeline.stop_at_step
+    trainer = pl.Trainer(**{**trainer_kwargs, "precision": resolve_precision(cfg.trainer.precision)},
+                         strategy=_strategy(cfg.trainer, model),
+                         max_steps=int(stop) if stop else int(stage.max_steps), accumulate_grad_batches=accumulate,
+                         val_check_interval=int(stage.val_every) * accumulate if stage.val_every else None,
+                         check_val_every_n_epoch=None if stage.val_every else 1,
+                         callbacks=[throughput, *_callbacks(cfg, stage_dir)], logger=_loggers(cfg, stage_dir),
+                         default_root_dir=str(stage_dir))
+    last = stage_dir / "checkpoints" / "last.ckpt"
+    resume = str(last) if cfg.pipeline.resume and last.is_file() else None
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    seconds = time.perf_counter() - started
+    finished = trainer.global_step >= int(stage.max_steps)
+    heldout = trainer.validate(module, datamodule=data, verbose=False)[0] if finished or not stop else {}
+    if stage.lora:
+        merge_lora(model)
+    if finished:
+        save_weights(model, stage_dir / WEIGHTS_FILE)
+    chance = {task: data.chance.get(task) for task in data.heldout_tasks}
+    result = report.stage_result(stage.name, stage_dir, heldout, chance, throughput.summary(), seconds,
+                                 trainable=frozen.trainable, steps=trainer.global_step, finished=finished)
+    (stage_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def train(cfg: DictConfig) -> float:
+    """Run ``cfg.pipeline.stages`` in order; returns ``cfg.optimized_metric`` of the last stage (for sweepers)."""
+    if "model" not in cfg or "_target_" not in cfg.model:
+        raise SystemExit("no model in the config: train with an assembly, e.g. `python tasks/train.py +assembly=mcpv45`")
+    check_targets(cfg)
+    names = list(cfg.pipeline.stages)
+    unknown = [name for name in names if name not in cfg.stages]
+    if unknown:
+        raise SystemExit(f"pipeline.stages names unknown stages {unknown}; defined: {list(cfg.stages)}")
+    stages = [cfg.stages[name] for name in names]
+    check_capacity(cfg.model, cfg.trainer, stages)
+    pl.seed_everything(int(cfg.seed), workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    tokenizer = instantiate(cfg.data.tokenizer)
+    model = instantiate(cfg.model)
+    vocab = model.llm.get_input_embeddings().num_embeddings
+    if len(tokenizer) > vocab:
+        raise SystemExit(f"the tokenizer has {len(tokenizer)} tokens but the LLM embeds only {vocab}")
+    tokens_per_group = model.resampler.tokens_per_group
+
+    def process_factory(max_length: int):
+        processor = instantiate(cfg.data.processor, tokenizer=tokenizer, tokens_per_group=tokens_per_group,
+                                max_length=max_length)
+        return functools.partial(processor, train=True)
+
+    results, previous_dir = [], None
+    all_names = list(cfg.stages)
+    for stage in stages:
+        stage_dir = output_dir / stage.name
+        index = all_names.index(stage.name)
+        if previous_dir is None and index > 0 and stage.init_from == "previous":
+            previous_dir = output_dir / all_names[index - 1]
+        if cfg.pipeline.resume and (stage_dir / "result.json").is_file() and (stage_dir / WEIGHTS_FILE).is_file():
+            log.info("stage %s already finished in %s: loading its weights", stage.name, stage_dir)
+            load_weights(model, stage_dir / WEIGHTS_FILE)
+            results.append(json.loads((stage_dir / "result.json").read_text()))
+        else:
+            _stage_init(model, stage, previous_dir, stage_dir)
+            results.append(run_stage(cfg, model, stage, stage_dir, tokenizer, process_factory))
+            if not results[-1]["finished"]:
+                log.info("stopped stage %s at step %d (pipeline.stop_at_step)", stage.name, results[-1]["steps"])
+                break
+        previous_dir = stage_dir
+        print(report.stage_table(results[-1]), flush=True)
+
+    summary = report.run_summary(results, cfg)
+    if cfg.pipeline.export and results and results[-1]["finished"]:
+        summary["export_dir"] = str(report.export(model, cfg, output_dir / "export"))
+    if cfg.pipeline.plots:
+        summary["plots"] = [str(p) for p in report.plot_curves([output_dir / r["stage"] for r in results], output_dir)]
+    (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    metric = summary.get(cfg.optimized_metric)
+    return float(metric) if metric is not None else float("nan")

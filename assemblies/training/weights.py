@@ -1,0 +1,90 @@
+"""Weights between stages: safetensors in, safetensors out, never unpickled.
+
+``init_from`` of a stage is one of: ``none`` (keep the built model's initialisation), ``previous``
+(the preceding stage's weights), a directory or file of safetensors with the assembly's (official)
+keys, e.g. an official MiniCPM-V 4.5 checkpoint, or ``{block: dir}`` to load HF-format component
+directories under a block prefix (``{llm: /models/Qwen3-8B}`` -> ``llm.model.layers...``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+log = logging.getLogger(__name__)
+WEIGHTS_FILE = "model.safetensors"
+
+
+def safetensors_files(path: str | Path) -> list[Path]:
+    """The safetensors files of a checkpoint: a file, a dir with an index, or a dir of ``*.safetensors``.
+
+    Raises:
+        FileNotFoundError: nothing loadable at ``path``.
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [path / shard for shard in shards]
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no safetensors weights at {path} (expected a .safetensors file, a directory "
+                                f"with model.safetensors.index.json, or *.safetensors files)")
+    return files
+
+
+def load_weights(model: nn.Module, source: str | Path | Mapping[str, str | Path], strict: bool = True) -> list[str]:
+    """Copy weights from ``source`` into ``model`` (see the module docstring for the forms).
+
+    Returns:
+        model parameter/buffer names that the source did not cover.
+
+    Raises:
+        KeyError: with ``strict``, the source has keys the model lacks or of another shape.
+    """
+    sources = source.items() if isinstance(source, Mapping) else [("", source)]
+    state = model.state_dict()
+    loaded: set[str] = set()
+    problems = []
+    for prefix, location in sources:
+        key_prefix = f"{prefix}." if prefix else ""
+        for file in safetensors_files(location):
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():
+                    name = key_prefix + key
+                    if name not in state:
+                        problems.append(f"{file.name}: unexpected key {key!r}")
+                        continue
+                    tensor = handle.get_tensor(key)
+                    if tensor.shape != state[name].shape:
+                        problems.append(f"{file.name}: {key!r} has shape {tuple(tensor.shape)}, model expects "
+                                        f"{tuple(state[name].shape)}")
+                        continue
+                    with torch.no_grad():
+                        state[name].copy_(tensor)
+                    loaded.add(name)
+    if problems and strict:
+        raise KeyError(f"weights from {source} do not fit the model ({len(problems)} problems): "
+                       + "; ".join(problems[:8]))
+    covered_blocks = {name.split(".")[0] for name in loaded}
+    missing = [name for name in state if name not in loaded and name.split(".")[0] in covered_blocks]
+    log.info("loaded %d tensors from %s; %d of the covered blocks' tensors missing", len(loaded), source, len(missing))
+    return missing
+
+
+def save_weights(model: nn.Module, path: str | Path) -> Path:
+    """All parameters and persistent buffers of ``model`` as one safetensors file (contiguous copies)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    save_file(state, str(path))
+    return path
