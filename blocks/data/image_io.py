@@ -7,7 +7,8 @@ What ``load_image`` guarantees, and why:
 - The file is read into memory and closed before decoding: no handle leaks across thousands of
   samples per worker.
 - The size is checked against ``max_pixels`` *before* decoding (a 50 kB PNG can declare 10^10
-  pixels); Pillow's own decompression-bomb warning/error never leaks out.
+  pixels); Pillow's own decompression-bomb warning never leaks out, and its hard limit
+  (2 x ``Image.MAX_IMAGE_PIXELS``, about 179 MP, checked while opening) becomes the same ``MediaError``.
 - EXIF orientation is applied, so a phone photo is upright as the annotator saw it.
 - Every mode maps to RGB with the right colours: alpha (RGBA, LA, P with transparency) is
   composited on white rather than dropped (dropping it turns transparent pixels black or into

@@ -135,7 +135,7 @@ def _probe(name: str, where: str) -> tuple[int, float]:
     try:
         with av.open(name) as container:
             if not container.streams.video:
-                raise MediaError(f"{name}: no video stream", where=where, reason="corrupt_video")
+                raise MediaError(f"{name}: no video stream", where=where, reason="no_video_stream")
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate
             n_frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
