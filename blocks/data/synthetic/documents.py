@@ -51,16 +51,17 @@ def font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 @lru_cache(maxsize=4096)
-def glyphs(text: str) -> Image.Image:
-    """``text`` rendered once as an "L" ink mask with its origin at (0, 0).
+def glyphs(text: str) -> tuple[Image.Image, int]:
+    """``text`` rendered once as an "L" ink mask with its origin at (0, 0), and its advance width.
 
     FreeType rendering dominates page generation, and the vocabulary is closed, so each piece of
     text is rendered once per process and pasted after that (same pixels as drawing it in place).
     """
     f = font()
-    mask = Image.new("L", (math.ceil(f.getlength(text)) + 4, LINE_HEIGHT + 4), 0)
+    advance = f.getlength(text)
+    mask = Image.new("L", (math.ceil(advance) + 4, LINE_HEIGHT + 4), 0)
     ImageDraw.Draw(mask).text((0, 0), text, fill=255, font=f)
-    return mask
+    return mask, round(advance)
 
 
 def render_page(lines: list[list[tuple[str, int | None]]], rng: random.Random) -> tuple[Image.Image, list[TextRegion]]:
@@ -76,12 +77,12 @@ def render_page(lines: list[list[tuple[str, int | None]]], rng: random.Random) -
     for row, pieces in enumerate(lines):
         x, y = rng.randint(3, 6), 3 + row * LINE_HEIGHT
         for text, group in pieces:
-            mask = glyphs(text)
+            mask, advance = glyphs(text)
             image.paste(INK, (x, y, x + mask.width, y + mask.height), mask)
             if group is not None:
                 x0, y0, x1, y1 = mask.getbbox()
                 regions.append(TextRegion(text, (x + x0, y + y0, x + x1, y + y1), group))
-            x += round(font().getlength(text))
+            x += advance
         if x > PAGE_SIZE - 2:
             raise ValueError(f"line {''.join(t for t, _ in pieces)!r} is wider than the page")
     return image, regions

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from blocks.data.corruption import CorruptionConfig, Level, corrupt_document, padded, sample_levels
 from blocks.data.synthetic import make_corpus
@@ -134,4 +135,6 @@ def test_bad_config_is_reported():
 def test_shipped_yaml_is_the_dataclass_default():
     default = yaml.safe_load((CONF / "default.yaml").read_text())
     assert CorruptionConfig.from_dict(default) == CorruptionConfig()
+    # Hydra hands over DictConfig/ListConfig rather than dicts/lists.
+    assert CorruptionConfig.from_dict(OmegaConf.load(CONF / "default.yaml")) == CorruptionConfig()
     assert CorruptionConfig().levels["light"] == Level(noise_std=(25.0, 40.0), blur_radius=(0.3, 0.6))
