@@ -18,7 +18,8 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 def qwen3(vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, num_kv_heads: int, head_dim: int,
           intermediate_size: int, rope_theta: float = 1e6, rms_norm_eps: float = 1e-6,
           max_position_embeddings: int = 40960, tie_word_embeddings: bool = False,
-          attn_implementation: str = "sdpa") -> Qwen3ForCausalLM:
+          attn_implementation: str = "sdpa", bos_token_id: int | None = None,
+          eos_token_id: int | None = None) -> Qwen3ForCausalLM:
     """A randomly initialised Qwen3 causal LM with these sizes.
 
     Builds on the current default device, so ``with torch.device("meta"):`` gives the full 8B
@@ -37,6 +38,7 @@ def qwen3(vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, nu
         max_position_embeddings: longest context the config declares.
         tie_word_embeddings: share ``lm_head`` with the input embedding.
         attn_implementation: transformers attention backend (``sdpa``, ``eager``, ``flash_attention_2``).
+        bos_token_id, eos_token_id: the tokenizer's ids (``generate`` stops at eos), if known.
     """
     if num_heads % num_kv_heads:
         raise ValueError(f"num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}")
@@ -46,7 +48,7 @@ def qwen3(vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, nu
         head_dim=head_dim, rms_norm_eps=rms_norm_eps, max_position_embeddings=max_position_embeddings,
         rope_parameters={"rope_type": "default", "rope_theta": float(rope_theta)},
         tie_word_embeddings=tie_word_embeddings, use_sliding_window=False, sliding_window=None,
-        max_window_layers=num_layers)
+        max_window_layers=num_layers, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
     config._attn_implementation = attn_implementation
     return Qwen3ForCausalLM(config)
 
@@ -54,7 +56,8 @@ def qwen3(vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, nu
 def qwen3_8b(attn_implementation: str = "sdpa") -> Qwen3ForCausalLM:
     """The LLM of MiniCPM-V 4.5 (its config.json numbers; vocab 151748): 8,189,195,264 parameters."""
     return qwen3(vocab_size=151748, hidden_size=4096, num_layers=36, num_heads=32, num_kv_heads=8, head_dim=128,
-                 intermediate_size=12288, attn_implementation=attn_implementation)
+                 intermediate_size=12288, attn_implementation=attn_implementation,
+                 bos_token_id=151643, eos_token_id=151645)
 
 
 def qwen3_tiny(vocab_size: int = 1024, attn_implementation: str = "sdpa") -> Qwen3ForCausalLM:
