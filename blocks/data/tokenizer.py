@@ -39,7 +39,14 @@ ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
     ("</slice>", True), ("<image_id>", True), ("</image_id>", True), ("<unit>", True), ("</unit>", True),
 )
 ROLE_TOKENS = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": "<unk>"}
-_TINY_FORMAT = "mcpv-tiny-bpe-v1"  # bump when the training recipe changes, to invalidate caches
+# Qwen2/3's pre-tokenizer split: single digits, a run of newlines stays one piece ("\n\n" of the think
+# block), punctuation keeps trailing newlines.
+_QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+               r"|\s+(?!\S)|\s+")
+_TINY_FORMAT = "mcpv-tiny-bpe-v3"  # bump when the training recipe changes, to invalidate caches
+# Text of the chat scaffold that every sample contains but task corpora do not (role names, the blank
+# line of the think block): weighted so BPE gives each a single token.
+_SCAFFOLD = ("system\n", "user\n", "assistant\n", "\n\n")
 
 
 def load_tokenizer(directory: str | os.PathLike) -> PreTrainedTokenizerBase:
@@ -76,7 +83,7 @@ def _cache_key(texts: list[str], vocab_size: int) -> str:
 
 
 def _train_tiny(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     added = [AddedToken(t, special=s, normalized=False) for t, s in ADDED_TOKENS]
     byte_alphabet = pre_tokenizers.ByteLevel.alphabet()
@@ -84,13 +91,21 @@ def _train_tiny(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
         raise ValueError(f"vocab_size {vocab_size} < {len(added)} added tokens + {len(byte_alphabet)} bytes")
     backend = Tokenizer(models.BPE())
     backend.normalizer = normalizers.NFC()
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_QWEN_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=added, initial_alphabet=byte_alphabet,
                                   show_progress=False)
-    backend.train_from_iterator(texts, trainer)
-    # Register them as added tokens too, so they are matched whole in text and keep their special flag.
-    backend.add_tokens(added)
+    scaffold = [text for text in _SCAFFOLD for _ in range(max(1, len(texts) // 10))]
+    backend.train_from_iterator(texts + scaffold, trainer)
+    # The trainer registers every reserved token as special; restore the official flags so that
+    # decode(skip_special_tokens=True) keeps <think> etc., as the official tokenizer does.
+    serialized = json.loads(backend.to_str())
+    flags = dict(ADDED_TOKENS)
+    for entry in serialized["added_tokens"]:
+        entry["special"] = flags[entry["content"]]
+    backend = Tokenizer.from_str(json.dumps(serialized))
     specials = [t for t, s in ADDED_TOKENS if s and t not in ROLE_TOKENS.values()]
     return PreTrainedTokenizerFast(tokenizer_object=backend, chat_template=QWEN3_CHAT_TEMPLATE,
                                    additional_special_tokens=specials, **ROLE_TOKENS)
