@@ -182,10 +182,11 @@ class MiniCPMVProcessor:
             if len(ids) <= limit:
                 return ids, labels, layout
         while len(ids) > limit and any(len(kept) > 1 for kept in layout.kept_groups):
-            # Each dropped group removes at least its <unk> run and two markers.
-            cheapest = min(n for counts in self._span_tokens(layout, record)[len(record.images):] for n in counts) + 2
+            # A group costs its <unk> run, two markers and the "\n" between groups. Dividing by the
+            # dearest group never drops more than needed; the loop re-measures.
+            dearest = max(n for counts in self._span_tokens(layout, record)[len(record.images):] for n in counts) + 3
             layout = replace(layout, kept_groups=_drop_groups(record.videos, layout.kept_groups,
-                                                              math.ceil((len(ids) - limit) / cheapest)))
+                                                              math.ceil((len(ids) - limit) / dearest)))
             ids, labels = self._encode(record, turns, layout, mode)
         if len(ids) > limit:
             raise SampleTooLong(f"{len(ids)} tokens > max_length {limit} even with max_slice_nums=1 and one group "
