@@ -37,20 +37,59 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from PIL import Image
 
 from blocks.data.errors import SampleError
-from blocks.data.image_io import DEFAULT_MAX_PIXELS, load_image
+from blocks.data.image_io import DEFAULT_MAX_PIXELS, image_size, load_image
 from blocks.data.record import IMAGE_MARKER, VIDEO_MARKER, Record, VideoClip
-from blocks.data.video import MAX_PACKING_LIMIT, clip_from_frames, read_video
+from blocks.data.video import MAX_PACKING_LIMIT, clip_from_frames, plan_frames, probe_video, read_video
 
 ROLES = ("system", "user", "assistant")
 FRAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 _TAG = {IMAGE_MARKER: re.compile(r"<image_\d+>"), VIDEO_MARKER: re.compile(r"<video_\d+>")}
 _FIELD = {IMAGE_MARKER: "image", VIDEO_MARKER: "video"}
+
+
+@dataclass
+class MediaSummary:
+    """An entry's content without pixels: its turn texts (markers included), image sizes (w, h, upright)
+    and the number of resampler groups of each video."""
+
+    texts: list[str]
+    image_sizes: list[tuple[int, int]]
+    video_groups: list[int]
+
+
+@dataclass
+class _Entry:
+    """One parsed entry: where it is, its raw fields, and (after parsing) turns and resolved media paths."""
+
+    sample_id: str
+    where: str
+    fields: dict
+    conversations: list[dict[str, str]] = field(default_factory=list)
+    images: list[Path] = field(default_factory=list)
+    videos: list[Path] = field(default_factory=list)
+
+    def error(self, message: str, reason: str = "bad_entry") -> SampleError:
+        return SampleError(message, sample_id=self.sample_id, where=self.where, reason=reason)
+
+    @contextmanager
+    def naming_errors(self) -> Iterator[None]:
+        """Re-raise a media error (which names only its file) naming this entry too."""
+        try:
+            yield
+        except SampleError as error:
+            if error.sample_id:
+                raise
+            raise type(error)(str(error), sample_id=self.sample_id, where=self.where, reason=error.reason) from error
 
 
 class OfficialJsonDataset:
@@ -81,91 +120,125 @@ class OfficialJsonDataset:
         self.video_fps, self.max_groups, self.max_packing = video_fps, max_groups, max_packing
         self.folder_fps, self.time_scale, self.max_pixels, self.task = folder_fps, time_scale, max_pixels, task
         try:
-            text = self.path.read_text(encoding="utf-8")
+            self._text = self.path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise SampleError(f"cannot read data file: {error}", where=str(self.path), reason="unreadable_file") from error
-        # Each item: (line number, parsed entry) for a JSON list, (line number, raw line) for JSONL.
-        self._items: list[tuple[int, Any]] = (_parse_list(text, self.path.name) if text.lstrip().startswith("[")
-                                              else [(n, line) for n, line in enumerate(text.splitlines(), 1)
-                                                    if line.strip()])
-        self._is_jsonl = not text.lstrip().startswith("[")
+        # Row k = (start, end, line): entry k is self._text[start:end]. One string and one integer array, not a
+        # list of dicts: forked DataLoader workers would copy every object whose refcount they touch.
+        spans = (_list_spans if self._text.lstrip().startswith("[") else _line_spans)(self._text, self.path.name)
+        self._spans = np.array(spans, dtype=np.int64).reshape(-1, 3)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._spans)
 
     def where(self, index: int) -> str:
         """``"file:line"`` of entry ``index``."""
-        return f"{self.path.name}:{self._items[index][0]}"
+        return f"{self.path.name}:{self._spans[index, 2]}"
 
     def entry(self, index: int) -> dict:
         """The parsed JSON object of entry ``index`` (no validation beyond "is an object")."""
-        line, payload = self._items[index]
-        where = f"{self.path.name}:{line}"
-        if self._is_jsonl:
-            try:
-                payload = json.loads(payload)
-            except json.JSONDecodeError as error:
-                raise SampleError(f"malformed JSON: {error.msg} at column {error.colno}", where=where,
-                                  reason="malformed_json") from error
+        where = self.where(index)
+        try:
+            start, end, _ = self._spans[index]
+            payload = json.loads(self._text[start:end])
+        except json.JSONDecodeError as error:
+            raise SampleError(f"malformed JSON: {error.msg} at column {error.colno}", where=where,
+                              reason="malformed_json") from error
         if not isinstance(payload, dict):
             raise SampleError(f"entry must be a JSON object, got {type(payload).__name__}", where=where,
                               reason="bad_entry")
         return payload
 
-    def __getitem__(self, index: int) -> Record:
+    def _parse(self, index: int) -> _Entry:
+        """Entry ``index`` validated, markers placed and media paths resolved; no media touched."""
         where = self.where(index)
-        entry = self.entry(index)
-        sample_id = entry.get("id", where)
+        fields = self.entry(index)
+        sample_id = fields.get("id", where)
         if not isinstance(sample_id, (str, int)):
             raise SampleError(f"'id' must be a string or integer, got {type(sample_id).__name__}", where=where,
                               reason="bad_entry")
-        sample_id = str(sample_id)
+        entry = _Entry(str(sample_id), where, fields)
+        entry.conversations = _conversations(fields.get("conversations"), entry.error)
+        images = _place_markers(entry.conversations, fields.get("image"), IMAGE_MARKER, entry.error)
+        videos = _place_markers(entry.conversations, fields.get("video"), VIDEO_MARKER, entry.error)
+        entry.images = [self._resolve(p, entry) for p in images]
+        entry.videos = [self._resolve(p, entry) for p in videos]
+        return entry
 
-        def fail(message: str, reason: str = "bad_entry") -> SampleError:
-            return SampleError(message, sample_id=sample_id, where=where, reason=reason)
+    def __getitem__(self, index: int) -> Record:
+        entry = self._parse(index)
+        with entry.naming_errors():
+            images = [load_image(p, max_pixels=self.max_pixels) for p in entry.images]
+            videos = [self._video(p, entry) for p in entry.videos]
+        return Record(id=entry.sample_id, conversations=entry.conversations, images=images, videos=videos,
+                      task=str(entry.fields.get("task", self.task)), answer=entry.fields.get("answer"),
+                      meta={"where": entry.where})
 
-        conversations = _conversations(entry.get("conversations"), fail)
-        image_paths = _place_markers(conversations, entry.get("image"), IMAGE_MARKER, fail)
-        video_paths = _place_markers(conversations, entry.get("video"), VIDEO_MARKER, fail)
-        try:
-            images = [load_image(self._resolve(p, fail), max_pixels=self.max_pixels) for p in image_paths]
-            videos = [self._video(self._resolve(p, fail), entry, fail) for p in video_paths]
-        except SampleError as error:
-            if error.sample_id:
-                raise
-            raise type(error)(str(error), sample_id=sample_id, where=where, reason=error.reason) from error
-        return Record(id=sample_id, conversations=conversations, images=images, videos=videos,
-                      task=str(entry.get("task", self.task)), answer=entry.get("answer"),
-                      meta={"where": where})
+    def media_summary(self, index: int) -> MediaSummary:
+        """What entry ``index`` holds, from file headers only (for length estimates; no pixel decoded)."""
+        entry = self._parse(index)
+        with entry.naming_errors():
+            sizes = [image_size(p, max_pixels=self.max_pixels) for p in entry.images]
+            groups = [self._video_groups(p, entry) for p in entry.videos]
+        return MediaSummary([turn["content"] for turn in entry.conversations], sizes, groups)
 
-    def _resolve(self, relative: Any, fail: Callable[..., SampleError]) -> Path:
+    def _resolve(self, relative: Any, entry: _Entry) -> Path:
         if not isinstance(relative, str) or not relative:
-            raise fail(f"media path must be a non-empty string, got {relative!r}")
+            raise entry.error(f"media path must be a non-empty string, got {relative!r}")
         full = Path(os.path.normpath(self.root / relative))  # an absolute `relative` replaces the root
         if full != self.root and self.root not in full.parents:
-            raise fail(f"media path {relative!r} leaves the dataset root {self.root}", reason="path_escape")
+            raise entry.error(f"media path {relative!r} leaves the dataset root {self.root}", reason="path_escape")
         return full
 
-    def _video(self, path: Path, entry: dict, fail: Callable[..., SampleError]) -> VideoClip:
-        fps = _number(entry, "fps", None, fail)
-        max_packing = _number(entry, "max_packing", self.max_packing, fail)
+    def _video_options(self, entry: _Entry) -> dict[str, Any]:
+        max_packing = _number(entry, "max_packing", self.max_packing)
         if max_packing != int(max_packing) or not 1 <= max_packing <= MAX_PACKING_LIMIT:
-            raise fail(f"max_packing must be an integer in 1..{MAX_PACKING_LIMIT}, got {max_packing}")
-        options = dict(max_groups=self.max_groups, max_packing=int(max_packing), time_scale=self.time_scale)
-        if not path.is_dir():
-            return read_video(path, fps or self.video_fps, **options)
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+            raise entry.error(f"max_packing must be an integer in 1..{MAX_PACKING_LIMIT}, got {max_packing}")
+        return dict(fps=_number(entry, "fps", None), max_groups=self.max_groups, max_packing=int(max_packing))
+
+    def _frame_files(self, folder: Path, entry: _Entry) -> list[Path]:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
         if not files:
-            raise fail(f"{path}: frame folder has no {sorted(FRAME_SUFFIXES)} files", reason="empty_video")
-        frames: list[Image.Image] = [load_image(f, max_pixels=self.max_pixels) for f in files]
-        rate = _number(entry, "frame_rate", self.folder_fps, fail)
-        return clip_from_frames(frames, native_fps=rate, fps=fps, source=str(path), **options)
+            raise entry.error(f"{folder}: frame folder has no {sorted(FRAME_SUFFIXES)} files", reason="empty_video")
+        return files
+
+    def _video(self, path: Path, entry: _Entry) -> VideoClip:
+        options = self._video_options(entry)
+        fps = options.pop("fps")
+        if not path.is_dir():
+            return read_video(path, fps or self.video_fps, time_scale=self.time_scale, **options)
+        frames: list[Image.Image] = [load_image(f, max_pixels=self.max_pixels) for f in self._frame_files(path, entry)]
+        rate = _number(entry, "frame_rate", self.folder_fps)
+        return clip_from_frames(frames, native_fps=rate, fps=fps, source=str(path), time_scale=self.time_scale,
+                                **options)
+
+    def _video_groups(self, path: Path, entry: _Entry) -> int:
+        """Number of resampler groups ``_video`` would produce, from the container header / file count."""
+        options = self._video_options(entry)
+        fps = options.pop("fps")
+        if path.is_dir():
+            n_frames, native = len(self._frame_files(path, entry)), _number(entry, "frame_rate", self.folder_fps)
+            fps = fps or native
+        else:
+            (n_frames, native), fps = probe_video(path), fps or self.video_fps
+        indices, packing = plan_frames(n_frames, native, fps, **options)
+        return -(-len(indices) // packing)
 
 
-def _parse_list(text: str, name: str) -> list[tuple[int, Any]]:
-    """Parse a JSON list entry by entry, remembering the line each entry starts on."""
+def _line_spans(text: str, name: str) -> list[tuple[int, int, int]]:
+    """(start, end, line) of every non-blank line; lines are parsed (and may fail) one by one at access."""
+    spans, start = [], 0
+    for number, line in enumerate(text.splitlines(keepends=True), 1):
+        if line.strip():
+            spans.append((start, start + len(line), number))
+        start += len(line)
+    return spans
+
+
+def _list_spans(text: str, name: str) -> list[tuple[int, int, int]]:
+    """(start, end, line) of every entry of a JSON list; a malformed list fails here, naming its line."""
     decoder = json.JSONDecoder()
-    items: list[tuple[int, Any]] = []
+    spans: list[tuple[int, int, int]] = []
     position, line, counted_to = text.index("[") + 1, 1, 0
 
     def skip_blank(at: int) -> int:
@@ -173,29 +246,27 @@ def _parse_list(text: str, name: str) -> list[tuple[int, Any]]:
             at += 1
         return at
 
-    def error(message: str, at: int) -> SampleError:
-        at_line = text.count("\n", 0, at) + 1
-        return SampleError(message, where=f"{name}:{at_line}", reason="malformed_json")
-
     position = skip_blank(position)
     if position < len(text) and text[position] == "]":
-        return items
+        return spans
     while True:
         try:
-            entry, end = decoder.raw_decode(text, position)
+            _, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as failure:
             raise SampleError(f"malformed JSON list: {failure.msg} at column {failure.colno}",
                               where=f"{name}:{failure.lineno}", reason="malformed_json") from failure
         line += text.count("\n", counted_to, position)
         counted_to = position
-        items.append((line, entry))
+        spans.append((position, end, line))
         position = skip_blank(end)
         if position < len(text) and text[position] == ",":
             position = skip_blank(position + 1)
         elif position < len(text) and text[position] == "]":
-            return items
+            return spans
         else:
-            raise error("malformed JSON list: expected ',' or ']' after an entry", position)
+            at_line = line + text.count("\n", counted_to, position)
+            raise SampleError("malformed JSON list: expected ',' or ']' after an entry", where=f"{name}:{at_line}",
+                              reason="malformed_json")
 
 
 def _conversations(value: Any, fail: Callable[..., SampleError]) -> list[dict[str, str]]:
@@ -217,11 +288,11 @@ def _conversations(value: Any, fail: Callable[..., SampleError]) -> list[dict[st
 def _place_markers(turns: list[dict[str, str]], media: Any, marker: str,
                    fail: Callable[..., SampleError]) -> list[Any]:
     """Rewrite ``turns`` in place to carry one ``marker`` per item; return the media paths in marker order."""
-    field, tag = _FIELD[marker], _TAG[marker]
+    key, tag = _FIELD[marker], _TAG[marker]
     present = sum(turn["content"].count(marker) for turn in turns)
     if media is None:
         if present or any(tag.search(turn["content"]) for turn in turns):
-            raise fail(f"{present or 'tagged'} {marker} placeholder(s) but no {field!r} field",
+            raise fail(f"{present or 'tagged'} {marker} placeholder(s) but no {key!r} field",
                        reason="placeholder_mismatch")
         return []
     first_user = next(turn for turn in turns if turn["role"] == "user")
@@ -229,11 +300,11 @@ def _place_markers(turns: list[dict[str, str]], media: Any, marker: str,
         if present == 0:
             first_user["content"] = f"{marker}\n{first_user['content']}"
         elif present > 1 or marker not in first_user["content"]:
-            raise fail(f"one {field} but {present} {marker} placeholder(s) (it must be in the first user turn, "
+            raise fail(f"one {key} but {present} {marker} placeholder(s) (it must be in the first user turn, "
                        f"at most once)", reason="placeholder_mismatch")
         return [media]
     if present:
-        raise fail(f"{field!r} is a dict of tags, but the text has {present} plain {marker} marker(s)",
+        raise fail(f"{key!r} is a dict of tags, but the text has {present} plain {marker} marker(s)",
                    reason="placeholder_mismatch")
     paths, used = [], set()
     for turn in turns:
@@ -243,7 +314,7 @@ def _place_markers(turns: list[dict[str, str]], media: Any, marker: str,
         for k, piece in enumerate(pieces):
             if tag.fullmatch(piece):
                 if piece not in media:
-                    raise fail(f"placeholder {piece} has no entry in {field!r} (keys {sorted(media)})",
+                    raise fail(f"placeholder {piece} has no entry in {key!r} (keys {sorted(media)})",
                                reason="placeholder_mismatch")
                 paths.append(media[piece])
                 used.add(piece)
@@ -251,13 +322,13 @@ def _place_markers(turns: list[dict[str, str]], media: Any, marker: str,
         turn["content"] = "\n".join(pieces)
     unused = sorted(set(media) - used)
     if unused:
-        raise fail(f"{len(media)} {field}(s) but {len(used)} referenced; never referenced: {unused}",
+        raise fail(f"{len(media)} {key}(s) but {len(used)} referenced; never referenced: {unused}",
                    reason="placeholder_mismatch")
     return paths
 
 
-def _number(entry: dict, key: str, default: float | None, fail: Callable[..., SampleError]) -> float | None:
-    value = entry.get(key, default)
+def _number(entry: _Entry, key: str, default: float | None) -> float | None:
+    value = entry.fields.get(key, default)
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-        raise fail(f"{key!r} must be a positive number, got {value!r}")
+        raise entry.error(f"{key!r} must be a positive number, got {value!r}")
     return value

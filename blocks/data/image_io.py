@@ -4,8 +4,8 @@ What ``load_image`` guarantees, and why:
 
 - The pixels are decoded at load time (``img.load()``), so a truncated or corrupt file fails here,
   with its path, not later inside a resize in a data-loader worker.
-- The file is read into memory and closed before decoding: no handle leaks across thousands of
-  samples per worker.
+- The file is closed when the call returns, whatever happens: no handle leaks across thousands
+  of samples per worker.
 - The size is checked against ``max_pixels`` *before* decoding (a 50 kB PNG can declare 10^10
   pixels); Pillow's own decompression-bomb warning never leaks out, and its hard limit
   (2 x ``Image.MAX_IMAGE_PIXELS``, about 179 MP, checked while opening) becomes the same ``MediaError``.
@@ -22,7 +22,9 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -35,6 +37,7 @@ DEFAULT_MAX_PIXELS = 8192 * 8192
 
 _ALPHA_MODES = {"RGBA", "LA", "La", "RGBa", "PA"}
 _WHITE = (255, 255, 255)
+_ORIENTATION = 0x0112  # EXIF tag
 
 
 def load_image(source: str | os.PathLike | bytes, where: str = "", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -52,24 +55,43 @@ def load_image(source: str | os.PathLike | bytes, where: str = "", max_pixels: i
         MediaError: missing, empty, corrupt, truncated, zero-size, too large or unsupported image;
             the message names the path (``"<bytes>"`` for in-memory input) and ``where``.
     """
+    with _opened(source, where, max_pixels) as image:
+        image.load()
+        return to_rgb(ImageOps.exif_transpose(image))
+
+
+def image_size(source: str | os.PathLike | bytes, where: str = "", max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of the image ``load_image`` would return, read from the header only.
+
+    Raises:
+        MediaError: as ``load_image``, except that corrupt pixel data past the header goes unnoticed.
+    """
+    with _opened(source, where, max_pixels) as image:
+        width, height = image.size
+        transposed = image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)  # the 90/270-degree orientations
+    return (height, width) if transposed else (width, height)
+
+
+@contextmanager
+def _opened(source: str | os.PathLike | bytes, where: str, max_pixels: int) -> Iterator[Image.Image]:
+    """Open (not decode) an image, check its declared size, and turn every failure into a ``MediaError``."""
     name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
-    data = source if isinstance(source, (bytes, bytearray)) else _read_file(name, where)
-    if not data:
-        raise MediaError(f"{name}: empty file (0 bytes)", where=where, reason="empty_file")
+    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else _open_file(name, where)
     try:
-        # Our own limit comes first; Pillow's warning would only spam logs (and its error is caught below).
-        with warnings.catch_warnings():
+        with stream, warnings.catch_warnings():
+            if stream.seek(0, io.SEEK_END) == 0:
+                raise MediaError(f"{name}: empty file (0 bytes)", where=where, reason="empty_file")
+            stream.seek(0)
+            # Our own limit comes first; Pillow's warning would only spam logs (its hard error is caught below).
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(stream)
             width, height = image.size
             if width <= 0 or height <= 0:
                 raise MediaError(f"{name}: zero-size image {width}x{height}", where=where, reason="zero_size")
             if width * height > max_pixels:
                 raise MediaError(f"{name}: {width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}",
                                  where=where, reason="too_large")
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
+            yield image
     except MediaError:
         raise
     except Image.DecompressionBombError as error:
@@ -80,12 +102,12 @@ def load_image(source: str | os.PathLike | bytes, where: str = "", max_pixels: i
                          where=where, reason="corrupt_image") from error
 
 
-def _read_file(path: str, where: str) -> bytes:
+def _open_file(path: str, where: str) -> BinaryIO:
     try:
-        return Path(path).read_bytes()
+        return open(path, "rb")
     except FileNotFoundError as error:
         raise MediaError(f"{path}: file not found", where=where, reason="missing_file") from error
-    except (IsADirectoryError, PermissionError, OSError) as error:
+    except OSError as error:  # a directory, no permission, ...
         raise MediaError(f"{path}: cannot read ({type(error).__name__}: {error})", where=where,
                          reason="unreadable_file") from error
 

@@ -109,12 +109,7 @@ def read_video(path: str | os.PathLike, fps: float, max_groups: int = 180, max_p
         MediaError: missing, empty, unreadable file, no video stream, or no decodable frame.
     """
     name = str(path)
-    file = Path(path)
-    if not file.is_file():
-        raise MediaError(f"{name}: file not found", where=where, reason="missing_file")
-    if file.stat().st_size == 0:
-        raise MediaError(f"{name}: empty file (0 bytes)", where=where, reason="empty_file")
-    n_frames, native_fps = _probe(name, where)
+    n_frames, native_fps = probe_video(path, where)
     for _ in range(2):
         indices, packing = plan_frames(n_frames, native_fps, fps, max_groups, max_packing, force_packing)
         frames, decoded = _decode(name, indices, where)
@@ -130,8 +125,19 @@ def read_video(path: str | os.PathLike, fps: float, max_groups: int = 180, max_p
     return _group(frames, temporal_ids(times, n_frames / native_fps, time_scale), packing, name)
 
 
-def _probe(name: str, where: str) -> tuple[int, float]:
-    """(frame count, average frame rate) of the first video stream, counting packets if the header has no count."""
+def probe_video(path: str | os.PathLike, where: str = "") -> tuple[int, float]:
+    """(frame count, average frame rate) of the first video stream, without decoding.
+
+    The count comes from the container header, or from counting packets when the header has none.
+
+    Raises:
+        MediaError: missing or empty file, not a video, no frames, unknown frame rate.
+    """
+    name, file = str(path), Path(path)
+    if not file.is_file():
+        raise MediaError(f"{name}: file not found", where=where, reason="missing_file")
+    if file.stat().st_size == 0:
+        raise MediaError(f"{name}: empty file (0 bytes)", where=where, reason="empty_file")
     try:
         with av.open(name) as container:
             if not container.streams.video:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "04_finetune_data.py"
@@ -17,6 +18,10 @@ def test_example_batches_good_entries_and_reports_the_bad_ones(tmp_path, capsys)
     assert report.counts == {"missing_file": 1, "malformed_json": 1, "SampleTooLong": 1}
     assert report.examples == {"missing_file": ["lost"], "malformed_json": ["train.jsonl:6"], "SampleTooLong": ["essay"]}
     out = capsys.readouterr().out
+    measured = [int(n) for n in re.search(r"tokens per entry: \[([\d, ]+)\]", out).group(1).split(",")]
+    estimated = [int(n) for n in re.search(r"header-only estimate: \[([\d, ]+)\]", out).group(1).split(",")]
+    # The header-only estimate is within 3 % of the real processor for every entry that loads.
+    assert all(abs(e - m) <= 0.03 * m for m, e in zip(measured, estimated) if m)
     assert "samples: 8 seen, 5 used, 3 skipped (37.50 %)" in out
     video_line = next(line for line in out.splitlines() if "'video'" in line)
     # 8 frames packed 2 per group: 4 groups, 8 frames with their temporal ids (0.1 s units).

@@ -3,17 +3,20 @@ across ranks, ragged videos and images in one batch, DataLoader workers."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from blocks.data.batching import TokenBudgetBatchSampler, measure_lengths
+from blocks.data.batching import TokenBudgetBatchSampler, estimate_lengths, measure_lengths
 from blocks.data.dataset import ProcessedDataset, SkippingCollate, SkipReport
+from blocks.data.formats import OfficialJsonDataset
 from blocks.data.record import Record
 from blocks.data.video import clip_from_frames
-from media_helpers import StandInProcessor
+from media_helpers import StandInProcessor, write_video
 
 LENGTHS = np.random.default_rng(0).integers(20, 2000, size=500).tolist()
 
@@ -118,3 +121,17 @@ def test_dataloader_with_workers_and_measured_lengths(tmp_path):
         ids += batch.sample_ids
         assert batch.input_ids.numel() <= 60
     assert report.counts == {"no_loss": 1} and report.used == 12 and sorted(ids) == sorted(r.id for r in records[:-1])
+
+
+def test_estimate_lengths_from_headers_only(tmp_path):
+    Image.new("RGB", (1000, 700)).save(tmp_path / "big.png")  # 2x2 grid + source = 5 slices at 448
+    write_video(tmp_path / "clip.mp4", n_frames=30, rate=10)  # 3 s at 2 fps: 6 frames, one per group
+    chat = [{"role": "user", "content": "<image>\ntwo words"}, {"role": "assistant", "content": "three more words"}]
+    lines = [{"id": "i", "image": "big.png", "conversations": chat},
+             {"id": "v", "video": "clip.mp4", "fps": 2, "conversations": [dict(chat[0], content="<video>\nq"), chat[1]]},
+             {"id": "gone", "image": "missing.png", "conversations": chat}]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    words = lambda text: len(text.split())  # noqa: E731 - a stand-in tokenizer
+    lengths = estimate_lengths(OfficialJsonDataset(tmp_path / "d.jsonl"), words)
+    # text + spans * (64 + 3) + 4 per image + 5 per turn + 4 (think block)
+    assert lengths == [5 + 5 * 67 + 4 + 10 + 4, 4 + 6 * 67 + 10 + 4, 0]

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from blocks.data.errors import MediaError
-from blocks.data.image_io import load_image, to_rgb
+from blocks.data.image_io import image_size, load_image, to_rgb
 
 
 def _png_bytes(image: Image.Image, **save_kwargs) -> bytes:
@@ -78,3 +78,15 @@ def test_jpeg_decodes_close_to_source(tmp_path):
     Image.new("RGB", (16, 16), (200, 40, 90)).save(path, quality=95)
     pixel = np.asarray(load_image(path))[8, 8].astype(int)
     assert np.abs(pixel - [200, 40, 90]).max() <= 3
+
+
+def test_image_size_reads_the_header_and_honours_exif_rotation(tmp_path):
+    image = Image.new("RGB", (40, 10))
+    exif = image.getexif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees
+    image.save(tmp_path / "r.png", exif=exif)
+    assert image_size(tmp_path / "r.png") == (10, 40) == load_image(tmp_path / "r.png").size
+    Image.new("RGB", (40, 10)).save(tmp_path / "plain.png")
+    assert image_size(tmp_path / "plain.png") == (40, 10)
+    with pytest.raises(MediaError, match="exceeds max_pixels=399"):
+        image_size(tmp_path / "plain.png", max_pixels=399)
