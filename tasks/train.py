@@ -9,10 +9,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+# Python puts this script's folder first on sys.path, where tasks/inspect.py would shadow the standard
+# library's `inspect`; the repository root goes there instead (also: runs from a checkout uninstalled).
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from assemblies.training.config import register_schemas  # noqa: E402
 from assemblies.training.pipeline import train  # noqa: E402

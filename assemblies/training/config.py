@@ -82,6 +82,7 @@ class TrainerSchema:
     num_sanity_val_steps: int = 0
     use_distributed_sampler: bool = False  # the mixture sampler is rank-aware itself
     limit_val_batches: Any = 1.0
+    detect_anomaly: bool = False
     plugins: Any = None
 
 
@@ -111,6 +112,9 @@ def check_targets(node: Any, where: str = "") -> int:
         TypeError: naming the config path, when a node has an unknown or missing argument.
     """
     checked = 0
+    if isinstance(node, (DictConfig, ListConfig)) and (node._is_none() or node._is_missing()
+                                                        or node._is_interpolation()):
+        return 0
     if isinstance(node, DictConfig):
         target = node.get("_target_") if "_target_" in node else None
         for key in node:

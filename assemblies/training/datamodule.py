@@ -2,8 +2,8 @@
 
 Corpora are named factories ``(split, size, seed) -> Sequence[Record]`` (the synthetic corpora, the
 digits set or a JSONL reader); the stage picks which ones train and with what weight. Records become
-``Sample``s in the loader workers through the processor; a record the processor rejects (a
-``SampleError``) is counted and logged as a skip with its reason, never a crash.
+``Sample``s in the loader workers through the processor (``blocks.data.dataset``); a record the
+processor rejects is a counted, logged skip that travels in ``MultimodalBatch.skipped``.
 """
 
 from __future__ import annotations
@@ -15,44 +15,19 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from assemblies.training.sampling import MixtureBatchSampler
-from blocks.batch import MultimodalBatch, Sample, collate
-from blocks.data.errors import SampleError
+from blocks.batch import Sample
+from blocks.data.dataset import ProcessedDataset, SkippingCollate
+from blocks.data.processor import MiniCPMVProcessor, ProcessorConfig
 from blocks.data.record import Record
 
 log = logging.getLogger(__name__)
 CorpusFactory = Callable[..., Sequence[Record]]
 
 
-class ProcessedRecords(Dataset):
-    """``records[i]`` through ``process``; a rejected record yields ``(record id, reason)`` instead."""
-
-    def __init__(self, records: Sequence[Record], process: Callable[[Record], Sample]) -> None:
-        self.records, self.process = records, process
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> Sample | tuple[str, str]:
-        record = self.records[index]
-        try:
-            return self.process(record)
-        except SampleError as error:
-            return (record.id, f"{error.reason}: {error}")
-
-
-class BatchCollator:
-    """Picklable collate function: drops rejected records into ``MultimodalBatch.skipped``."""
-
-    def __init__(self, pad_id: int, padding_side: str = "right") -> None:
-        self.pad_id, self.padding_side = pad_id, padding_side
-
-    def __call__(self, items: list[Sample | tuple[str, str]]) -> MultimodalBatch | None:
-        samples = [item for item in items if isinstance(item, Sample)]
-        skipped = [item for item in items if not isinstance(item, Sample)]
-        if not samples:
-            log.warning("every sample of a batch was rejected: %s", skipped)
-            return None
-        return collate(samples, self.pad_id, self.padding_side, skipped=skipped)
+def build_processor(tokenizer, tokens_per_group, max_length: int | None = None, **options) -> MiniCPMVProcessor:
+    """The processor for a stage: ``options`` are ``ProcessorConfig`` fields (from ``data.processor``)."""
+    return MiniCPMVProcessor(tokenizer, ProcessorConfig(tokens_per_group=tokens_per_group, max_length=max_length,
+                                                        **options))
 
 
 class MultimodalDataModule(LightningDataModule):
@@ -94,7 +69,7 @@ class MultimodalDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self._train is None:
-            self._train = ConcatDataset([ProcessedRecords(self.corpora[name](split="train", size=self.train_size,
+            self._train = ConcatDataset([ProcessedDataset(self.corpora[name](split="train", size=self.train_size,
                                                                              seed=self.seed), self.process)
                                          for name in self.mix])
         if not self._heldout_sets:
@@ -108,13 +83,13 @@ class MultimodalDataModule(LightningDataModule):
             by_task: dict[str, list[int]] = {}
             for index in range(len(records)):
                 by_task.setdefault(records[index].task or name, []).append(index)
-            dataset = ProcessedRecords(records, self.process)
+            dataset = ProcessedDataset(records, self.process)
             for task, indices in by_task.items():
                 self.heldout_tasks.append(task)
                 self._heldout_sets.append(Subset(dataset, indices))
 
     def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
-        return DataLoader(dataset, collate_fn=BatchCollator(self.pad_id), num_workers=self.num_workers,
+        return DataLoader(dataset, collate_fn=SkippingCollate(self.pad_id), num_workers=self.num_workers,
                           persistent_workers=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader:

@@ -18,6 +18,7 @@ from torch import nn
 from assemblies.training.metrics import AnswerMetrics
 from assemblies.training.stages import param_groups
 from blocks.batch import MultimodalBatch
+from blocks.data.dataset import SkipReport
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +47,26 @@ class MLLMModule(LightningModule):
         self.heldout_tasks = list(heldout_tasks)
         self.decode = decode or (lambda ids: " ".join(map(str, ids)))
         self.task_metrics = nn.ModuleList(AnswerMetrics() for _ in self.heldout_tasks)
-        self.skipped = 0
+        self.skips = SkipReport()
 
     def transfer_batch_to_device(self, batch: MultimodalBatch, device: torch.device, dataloader_idx: int):
         return batch.to(device)
 
-    def training_step(self, batch: MultimodalBatch | None, batch_idx: int) -> torch.Tensor | None:
-        if batch is None:  # every record of the batch was rejected (already logged by the collator)
+    def training_step(self, batch: MultimodalBatch, batch_idx: int) -> torch.Tensor | None:
+        self.skips.update(batch)
+        self.log("data/skipped", float(self.skips.skipped), reduce_fx="max", batch_size=max(batch.batch_size, 1))
+        if batch.batch_size == 0:  # every record of the batch was rejected: nothing to learn from
             return None
-        if batch.skipped:
-            self.skipped += len(batch.skipped)
-            log.warning("skipped %d sample(s): %s", len(batch.skipped), batch.skipped)
-        self.log("data/skipped", float(self.skipped), reduce_fx="max", batch_size=batch.batch_size)
         out = self.model(batch)
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch.batch_size)
         return out.loss
 
-    def validation_step(self, batch: MultimodalBatch | None, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if batch is None:
+    def on_train_end(self) -> None:
+        if self.skips.skipped:
+            self.skips.log(log, title="training samples skipped")
+
+    def validation_step(self, batch: MultimodalBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch.batch_size == 0:
             return
         out = self.model(batch)
         task = self.heldout_tasks[dataloader_idx]

@@ -95,9 +95,11 @@ def _loggers(cfg: DictConfig, stage_dir: Path) -> list:
 
 def _strategy(trainer_cfg: DictConfig, model: nn.Module):
     strategy = trainer_cfg.strategy
-    if isinstance(strategy, DictConfig):  # a factory that needs the blocks' layer classes
+    if not isinstance(strategy, DictConfig):
+        return strategy  # a Lightning name: "auto", "ddp", "deepspeed_stage_2", ...
+    if strategy.get("_partial_", False):  # a factory that needs the blocks' layer classes
         return instantiate(strategy)(layer_classes=tuple(model.layer_classes))
-    return strategy
+    return instantiate(strategy)
 
 
 def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: Path, tokenizer,
@@ -122,9 +124,10 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
                         decode=functools.partial(tokenizer.decode, skip_special_tokens=True),
                         weight_decay=float(cfg.get("weight_decay", 0.0)))
     throughput = Throughput()
-    trainer_kwargs = {k: v for k, v in to_plain(cfg.trainer).items() if k not in ("_target_", "strategy")}
+    trainer_kwargs = {k: v for k, v in to_plain(cfg.trainer).items() if k not in ("_target_", "strategy", "plugins")}
     stop = cfg.pipeline.stop_at_step
     trainer = pl.Trainer(**{**trainer_kwargs, "precision": resolve_precision(cfg.trainer.precision)},
+                         plugins=instantiate(cfg.trainer.plugins) if cfg.trainer.plugins else None,
                          strategy=_strategy(cfg.trainer, model),
                          max_steps=int(stop) if stop else int(stage.max_steps), accumulate_grad_batches=accumulate,
                          val_check_interval=int(stage.val_every) * accumulate if stage.val_every else None,
@@ -160,6 +163,8 @@ def train(cfg: DictConfig) -> float:
         raise SystemExit(f"pipeline.stages names unknown stages {unknown}; defined: {list(cfg.stages)}")
     stages = [cfg.stages[name] for name in names]
     check_capacity(cfg.model, cfg.trainer, stages)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -173,9 +178,9 @@ def train(cfg: DictConfig) -> float:
     tokens_per_group = model.resampler.tokens_per_group
 
     def process_factory(max_length: int):
-        processor = instantiate(cfg.data.processor, tokenizer=tokenizer, tokens_per_group=tokens_per_group,
-                                max_length=max_length)
-        return functools.partial(processor, train=True)
+        processor = instantiate(cfg.data.processor)(tokenizer=tokenizer, tokens_per_group=tokens_per_group,
+                                                    max_length=max_length)
+        return functools.partial(processor, mode="train")
 
     results, previous_dir = [], None
     all_names = list(cfg.stages)

@@ -67,8 +67,20 @@ def run_summary(results: list[dict], cfg: DictConfig) -> dict:
                         "tokens_per_sample": last.get("tokens_per_sample"),
                         "peak_memory_mb": max(r.get("peak_memory_mb") or 0 for r in results)})
         summary.update({f"val/{task}/acc": m["acc"] for task, m in last["tasks"].items()})
-    summary["choices"] = dict(cfg.get("choices", {}) or {})
+    summary["seed"] = int(cfg.seed)
+    summary["choices"], summary["overrides"] = _hydra_choices()
     return summary
+
+
+def _hydra_choices() -> tuple[dict, list]:
+    """Group choices and command-line overrides of the running Hydra job ({} and [] outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}, []
+    hydra_cfg = HydraConfig.get()
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
+    return choices, list(hydra_cfg.overrides.task)
 
 
 def export(model: nn.Module, cfg: DictConfig, out_dir: Path) -> Path:
