@@ -20,7 +20,8 @@ from torch import nn
 
 from assemblies.mllm import MiniCPMV
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
 
 
 def build_mllm(vision: nn.Module, resampler: nn.Module, llm: nn.Module) -> MiniCPMV:
