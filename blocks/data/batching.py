@@ -123,7 +123,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         batches = self.global_batches(self.epoch if epoch is None else epoch)
         real = sum(int(self.lengths[b].sum()) for b in batches)
         padded = sum(int(self.lengths[b].max()) * len(b) for b in batches)
-        return real / padded
+        return real / padded if padded else 1.0
 
 
 def measure_lengths(dataset: Dataset, cache_path: str | os.PathLike | None = None, key: str = "",

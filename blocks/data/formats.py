@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from PIL import Image
 
 from blocks.data.errors import SampleError
 from blocks.data.image_io import DEFAULT_MAX_PIXELS, image_size, load_image
@@ -125,7 +124,8 @@ class OfficialJsonDataset:
             raise SampleError(f"cannot read data file: {error}", where=str(self.path), reason="unreadable_file") from error
         # Row k = (start, end, line): entry k is self._text[start:end]. One string and one integer array, not a
         # list of dicts: forked DataLoader workers would copy every object whose refcount they touch.
-        spans = (_list_spans if self._text.lstrip().startswith("[") else _line_spans)(self._text, self.path.name)
+        is_list = self._text.lstrip().startswith("[")
+        spans = _list_spans(self._text, self.path.name) if is_list else _line_spans(self._text)
         self._spans = np.array(spans, dtype=np.int64).reshape(-1, 3)
 
     def __len__(self) -> int:
@@ -190,42 +190,38 @@ class OfficialJsonDataset:
             raise entry.error(f"media path {relative!r} leaves the dataset root {self.root}", reason="path_escape")
         return full
 
-    def _video_options(self, entry: _Entry) -> dict[str, Any]:
+    def _video_setup(self, path: Path, entry: _Entry) -> tuple[list[Path] | None, float | None, float, dict]:
+        """(frame files, or None for a video file; their frame rate; sampling fps; plan options) of a video."""
         max_packing = _number(entry, "max_packing", self.max_packing)
         if max_packing != int(max_packing) or not 1 <= max_packing <= MAX_PACKING_LIMIT:
             raise entry.error(f"max_packing must be an integer in 1..{MAX_PACKING_LIMIT}, got {max_packing}")
-        return dict(fps=_number(entry, "fps", None), max_groups=self.max_groups, max_packing=int(max_packing))
-
-    def _frame_files(self, folder: Path, entry: _Entry) -> list[Path]:
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+        options = dict(max_groups=self.max_groups, max_packing=int(max_packing))
+        fps = _number(entry, "fps", None)
+        if not path.is_dir():
+            return None, None, fps or self.video_fps, options
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
         if not files:
-            raise entry.error(f"{folder}: frame folder has no {sorted(FRAME_SUFFIXES)} files", reason="empty_video")
-        return files
+            raise entry.error(f"{path}: frame folder has no {sorted(FRAME_SUFFIXES)} files", reason="empty_video")
+        rate = _number(entry, "frame_rate", self.folder_fps)
+        return files, rate, fps or rate, options
 
     def _video(self, path: Path, entry: _Entry) -> VideoClip:
-        options = self._video_options(entry)
-        fps = options.pop("fps")
-        if not path.is_dir():
-            return read_video(path, fps or self.video_fps, time_scale=self.time_scale, **options)
-        frames: list[Image.Image] = [load_image(f, max_pixels=self.max_pixels) for f in self._frame_files(path, entry)]
-        rate = _number(entry, "frame_rate", self.folder_fps)
+        files, rate, fps, options = self._video_setup(path, entry)
+        if files is None:
+            return read_video(path, fps, time_scale=self.time_scale, **options)
+        frames = [load_image(f, max_pixels=self.max_pixels) for f in files]
         return clip_from_frames(frames, native_fps=rate, fps=fps, source=str(path), time_scale=self.time_scale,
                                 **options)
 
     def _video_groups(self, path: Path, entry: _Entry) -> int:
         """Number of resampler groups ``_video`` would produce, from the container header / file count."""
-        options = self._video_options(entry)
-        fps = options.pop("fps")
-        if path.is_dir():
-            n_frames, native = len(self._frame_files(path, entry)), _number(entry, "frame_rate", self.folder_fps)
-            fps = fps or native
-        else:
-            (n_frames, native), fps = probe_video(path), fps or self.video_fps
-        indices, packing = plan_frames(n_frames, native, fps, **options)
+        files, rate, fps, options = self._video_setup(path, entry)
+        n_frames, native_fps = probe_video(path) if files is None else (len(files), rate)
+        indices, packing = plan_frames(n_frames, native_fps, fps, **options)
         return -(-len(indices) // packing)
 
 
-def _line_spans(text: str, name: str) -> list[tuple[int, int, int]]:
+def _line_spans(text: str) -> list[tuple[int, int, int]]:
     """(start, end, line) of every non-blank line; lines are parsed (and may fail) one by one at access."""
     spans, start = [], 0
     for number, line in enumerate(text.splitlines(keepends=True), 1):

@@ -85,9 +85,7 @@ def _opened(source: str | os.PathLike | bytes, where: str, max_pixels: int) -> I
             # Our own limit comes first; Pillow's warning would only spam logs (its hard error is caught below).
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(stream)
-            width, height = image.size
-            if width <= 0 or height <= 0:
-                raise MediaError(f"{name}: zero-size image {width}x{height}", where=where, reason="zero_size")
+            width, height = image.size  # never 0: Pillow refuses zero-size images while opening
             if width * height > max_pixels:
                 raise MediaError(f"{name}: {width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}",
                                  where=where, reason="too_large")

@@ -64,8 +64,9 @@ def test_zero_byte_image(tmp_path):
 def test_zero_size_image(tmp_path):
     path = tmp_path / "zero.png"
     path.write_bytes(_png_with_size(0, 5))
-    with pytest.raises(MediaError, match="zero.png"):
+    with pytest.raises(MediaError, match="zero.png: cannot decode image") as info:  # Pillow refuses it on open
         load_image(path)
+    assert info.value.reason == "corrupt_image"
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):
