@@ -129,22 +129,25 @@ def _timed(step: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - started
 
 
-def run(repeats: int = 3, scale: str = "cpu", device: str | None = None) -> dict:
+def run(repeats: int = 3, scale: str = "auto", device: str | None = None) -> dict:
     """Time and measure the packed vs padded resampler; print a table.
 
     Args:
         repeats: timed repeats per step (after the memory pass, which doubles as warm-up); the
             median is reported.
-        scale: a key of ``SCALES`` ("mcpv45" is the released size; "cpu" a quarter width for CPUs).
+        scale: a key of ``SCALES``, or "auto": "mcpv45" (the released size) on CUDA, "cpu" (a
+            quarter of the width, same token layout) on CPU.
         device: default CUDA when available, else CPU.
 
     Returns:
         Figures: seconds and peak bytes per step and path, packed/padded ratios, key rows of each
         path and the max abs difference of the two outputs.
     """
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if scale == "auto":
+        scale = "mcpv45" if target.type == "cuda" else "cpu"
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose 'auto' or one of {sorted(SCALES)}")
     num_queries, embed_dim, kv_dim, num_heads = SCALES[scale]
     model = resampler3d(num_queries, embed_dim, kv_dim, num_heads).to(target)
     inputs = mixed_batch(kv_dim, target)
