@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
+from blocks.data import video
 from blocks.data.video import clip_from_frames, plan_frames, read_video, temporal_ids
 from media_helpers import grey_level, write_video
 
@@ -82,8 +84,6 @@ def test_read_video_packs_when_over_max_groups(tmp_path):
 
 
 def test_read_video_mkv_without_frame_count(tmp_path):
-    import av
-
     mkv = write_video(tmp_path / "clip.mkv", n_frames=12, rate=4)
     with av.open(str(mkv)) as container:
         assert container.streams.video[0].frames == 0  # no count in the header: packets are counted
@@ -104,3 +104,11 @@ def test_clip_from_frames_with_rate_and_timestamps():
     assert timed.groups == [[10], [15], [20]]
     with pytest.raises(ValueError, match="exactly one"):
         clip_from_frames(frames, native_fps=2, timestamps=[0.0] * 10)
+
+
+def test_header_overcounting_frames_is_replanned_on_the_real_count(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "clip.mp4", n_frames=20, rate=10)
+    expected = read_video(path, fps=10)
+    monkeypatch.setattr(video, "probe_video", lambda p, where="": (30, 10.0))  # header claims 30 frames
+    clip = read_video(path, fps=10)
+    assert len(clip.frames) == 20 and clip.groups == expected.groups
