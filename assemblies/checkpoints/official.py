@@ -127,17 +127,16 @@ def checkpoint_files(directory: str | Path) -> dict[str, Path]:
     raise FileNotFoundError(f"{directory} has neither {INDEX_NAME} nor {SINGLE_NAME}")
 
 
-def iter_tensors(files: Mapping[str, Path], dtype: torch.dtype | None = None,
-                 strip_prefix: str = "") -> Iterator[tuple[str, Tensor]]:
-    """(name, tensor) of every tensor in ``files``, one shard open at a time, cast to ``dtype``."""
+def iter_shards(files: Mapping[str, Path], dtype: torch.dtype | None = None,
+                strip_prefix: str = "") -> Iterator[dict[str, Tensor]]:
+    """The tensors of ``files`` one shard at a time (bounding peak memory), cast to ``dtype``."""
     by_file: dict[Path, list[str]] = {}
     for name, path in files.items():
         by_file.setdefault(path, []).append(name)
     for path, names in by_file.items():
         with safe_open(path, framework="pt") as f:
-            for name in names:
-                tensor = f.get_tensor(name)
-                yield name.removeprefix(strip_prefix), tensor if dtype is None else tensor.to(dtype)
+            tensors = {name.removeprefix(strip_prefix): f.get_tensor(name) for name in names}
+        yield tensors if dtype is None else {name: t.to(dtype) for name, t in tensors.items()}
 
 
 def check_keys(module: nn.Module, shapes: Mapping[str, tuple[int, ...]], source: str,
@@ -174,10 +173,11 @@ def load_tensors_into(module: nn.Module, files: Mapping[str, Path], source: str,
     (replaced), while a materialised module keeps its own dtype (the tensors are copied into it).
     """
     check_keys(module, tensor_shapes(files, strip_prefix), source, optional)
-    state = dict(iter_tensors(files, dtype, strip_prefix))
     # Meta parameters are replaced by the loaded tensors; real ones are copied into (keeping their
     # device and dtype, so loading into a prepared model never moves it).
-    module.load_state_dict(state, strict=False, assign=any(p.is_meta for p in module.parameters()))
+    assign = any(p.is_meta for p in module.parameters())
+    for shard in iter_shards(files, dtype, strip_prefix):
+        module.load_state_dict(shard, strict=False, assign=assign)
     for sub in module.modules():
         if isinstance(sub, PreTrainedModel) and sub.config.tie_word_embeddings:
             sub.tie_weights()  # lm_head must point at the loaded embedding, not the replaced one
@@ -266,9 +266,12 @@ def export_index(model: nn.Module, dtype: torch.dtype = torch.bfloat16,
 def export_official(model: MiniCPMV, directory: str | Path, dtype: torch.dtype = torch.bfloat16,
                     max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
     """Write ``model`` in the official layout: config.json, size-capped shards and their index."""
+    if any(p.is_meta for p in model.parameters()):
+        raise ValueError("the model has no weights (meta device): load or initialise them before exporting; "
+                         "export_index(model) gives the layout alone")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     config = official_config(model, dtype)
+    directory.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
     plan = shard_plan(model, dtype, max_shard_bytes)
     for i, shard in enumerate(plan):

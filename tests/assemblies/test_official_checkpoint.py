@@ -148,6 +148,12 @@ def test_key_and_shape_problems_are_all_listed(tmp_path):
         load_official(tmp_path, model=mcpv45_tiny(["dims.vocab_size=2048"]))
 
 
+def test_exporting_a_meta_model_is_refused(tmp_path, full_model):
+    with pytest.raises(ValueError, match="no weights \\(meta device\\)"):
+        export_official(full_model, tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
 def test_pickle_checkpoints_are_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"not unpickled")
     with pytest.raises(ValueError, match="never unpickles"):
