@@ -98,6 +98,17 @@ def test_golden_parity_with_official_batch_path(golden, case_index, backend):
     assert (padded - expected).abs().max() <= 1e-5
 
 
+def test_golden_parity_on_the_vision_towers_output(golden, golden_dir):
+    """vision.safetensors chains the same resampler weights after the official vision tower."""
+    _, meta, weights = golden
+    vision = load_file(golden_dir / "blocks" / "vision.safetensors")
+    sizes = vision["tgt_sizes"].long()
+    x = torch.cat([vision["last_hidden_state"][i, :h * w] for i, (h, w) in enumerate(sizes.tolist())])
+    with torch.no_grad():
+        out = _golden_model(meta, weights)(x, sizes, torch.full((3,), -1), torch.ones(3, dtype=torch.long))
+    assert (out.view(3, 64, 128) - vision["chain_resampler_out"]).abs().max() <= 1e-5
+
+
 def test_we_do_not_reproduce_the_official_foreach_mask_bug(golden):
     tensors, meta, weights = golden
     case = meta["cases"][2]  # a two-frame group whose frames carry padding in the official input
