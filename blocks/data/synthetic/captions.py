@@ -7,6 +7,7 @@ Chance (best blind caption, e.g. "a red circle"): P(one object) / (6 colours x 3
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from blocks.data.record import Record
 from blocks.data.synthetic.base import SyntheticCorpus
@@ -29,7 +30,7 @@ class CaptionCorpus(SyntheticCorpus):
     name = "captions"
     TASKS = {"caption": 1 / (2 * len(COLOURS) * len(SHAPES))}
 
-    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks=None, image_size: int = 112) -> None:
+    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None, image_size: int = 112) -> None:
         super().__init__(size, seed, split, tasks)
         self.image_size = image_size
 

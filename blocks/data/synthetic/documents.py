@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import lru_cache
 
@@ -124,8 +125,8 @@ class DocumentCorpus(SyntheticCorpus):
     TASKS = {"doc_ocr": 1 / (len(COUNTRIES) + len(CAPITALS)), "doc_knowledge": 1 / len(CAPITALS),
              "doc_corrupt": 1 / (len(COUNTRIES) + len(CAPITALS))}
 
-    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks=None,
-                 corruption: CorruptionConfig | dict | None = None) -> None:
+    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None,
+                 corruption: CorruptionConfig | Mapping | None = None) -> None:
         super().__init__(size, seed, split, tasks)
         if corruption is None or isinstance(corruption, CorruptionConfig):
             self.corruption = corruption or CorruptionConfig()

@@ -10,6 +10,7 @@ Tasks (chance = best blind answer):
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from blocks.data.record import Record
 from blocks.data.synthetic.base import SyntheticCorpus
@@ -34,7 +35,7 @@ class SceneCorpus(SyntheticCorpus):
     name = "scenes"
     TASKS = {"scene_count": 1 / MAX_COUNT, "scene_colour": 1 / len(COLOURS), "scene_position": 1 / len(POSITIONS)}
 
-    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks=None, image_size: int = 112) -> None:
+    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None, image_size: int = 112) -> None:
         super().__init__(size, seed, split, tasks)
         if image_size < 56:
             raise ValueError(f"scenes: image_size must be >= 56 to fit {MAX_COUNT} objects, got {image_size}")

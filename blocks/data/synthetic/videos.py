@@ -15,6 +15,7 @@ Tasks (chance = best blind answer):
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from PIL import Image
 
@@ -49,7 +50,7 @@ class VideoCorpus(SyntheticCorpus):
     name = "videos"
     TASKS = {"video_direction": 1 / len(DIRECTIONS), "video_order": 1 / 2, "video_flash": 1 / MAX_FLASHES}
 
-    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks=None, frame_size: int = 56) -> None:
+    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None, frame_size: int = 56) -> None:
         super().__init__(size, seed, split, tasks)
         self.frame_size = frame_size
         self.radius = (frame_size * 0.1, frame_size * 0.13)
