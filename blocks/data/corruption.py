@@ -72,7 +72,8 @@ class CorruptionConfig:
         if missing:
             raise ValueError(f"corruption levels {missing} have a probability but no definition in `levels`")
         if any(p < 0 for p in self.probabilities.values()) or sum(self.probabilities.values()) <= 0:
-            raise ValueError(f"corruption probabilities must be >= 0 with a positive sum, got {dict(self.probabilities)}")
+            raise ValueError("corruption probabilities must be >= 0 with a positive sum, "
+                             f"got {dict(self.probabilities)}")
         if self.targets < 1:
             raise ValueError(f"corruption targets must be >= 1, got {self.targets}")
 

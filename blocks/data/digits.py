@@ -74,8 +74,9 @@ class DigitsCorpus(Sequence[Record]):
         grey = Image.fromarray((images[scan_index] * (255 / 16)).round().astype(np.uint8))
         image = grey.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR).convert("RGB")
         answer = str(int(labels[scan_index]))
-        return Record(id=f"digits-{self.split}-{scan_index}", conversations=conversation(IMAGE_MARKER, QUESTION, answer),
-                      images=[image], task="digit", answer=answer, meta={"scan_index": scan_index})
+        return Record(id=f"digits-{self.split}-{scan_index}",
+                      conversations=conversation(IMAGE_MARKER, QUESTION, answer), images=[image], task="digit",
+                      answer=answer, meta={"scan_index": scan_index})
 
     def __iter__(self) -> Iterator[Record]:
         return (self[i] for i in range(self.size))

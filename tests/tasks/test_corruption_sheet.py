@@ -42,7 +42,8 @@ def test_hydra_config_composes_with_each_corruption_option(tmp_path):
             corruption = OmegaConf.to_container(cfg.corruption, resolve=True)
             config = CorruptionConfig.from_dict(corruption)
             assert [k for k, p in config.probabilities.items() if p > 0] == levels
-            path = sheet_task.write_corruption_sheet(tmp_path / f"{option}.png", corruption, cfg.rows, cfg.seed, cfg.zoom)
+            path = sheet_task.write_corruption_sheet(tmp_path / f"{option}.png", corruption, cfg.rows, cfg.seed,
+                                                     cfg.zoom)
             assert Image.open(path).size == sheet_task.sheet_size(1, 4, 1)
 
 

@@ -27,7 +27,8 @@ from blocks.data.synthetic.documents import DocumentCorpus
 from blocks.data.synthetic.scenes import SceneCorpus
 from blocks.data.synthetic.videos import VideoCorpus
 
-CORPORA: dict[str, type[SyntheticCorpus]] = {c.name: c for c in (CaptionCorpus, DocumentCorpus, SceneCorpus, VideoCorpus)}
+CORPORA: dict[str, type[SyntheticCorpus]] = {c.name: c for c in (CaptionCorpus, DocumentCorpus, SceneCorpus,
+                                                                  VideoCorpus)}
 # `blocks.data.digits` builds on this package's base module, so it is imported when used, not here.
 NAMES = tuple(sorted([*CORPORA, "digits"]))
 

@@ -30,7 +30,8 @@ class CaptionCorpus(SyntheticCorpus):
     name = "captions"
     TASKS = {"caption": 1 / (2 * len(COLOURS) * len(SHAPES))}
 
-    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None, image_size: int = 112) -> None:
+    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None,
+                 image_size: int = 112) -> None:
         super().__init__(size, seed, split, tasks)
         self.image_size = image_size
 

@@ -19,7 +19,8 @@ from blocks.data.synthetic.shapes import COLOURS, SHAPES, Shape, canvas, draw_sh
 MAX_COUNT = 6
 POSITIONS = ("left", "right", "top", "bottom")
 COUNT_QUESTIONS = ("How many shapes are there?", "How many objects are in the image?", "Count the shapes.")
-COLOUR_QUESTIONS = ("What colour is the {kind}?", "Which colour does the {kind} have?", "Name the colour of the {kind}.")
+COLOUR_QUESTIONS = ("What colour is the {kind}?", "Which colour does the {kind} have?",
+                    "Name the colour of the {kind}.")
 POSITION_QUESTIONS = ("Where is the {kind}?", "On which side is the {kind}?", "Where is the {kind} placed?")
 
 
@@ -35,7 +36,8 @@ class SceneCorpus(SyntheticCorpus):
     name = "scenes"
     TASKS = {"scene_count": 1 / MAX_COUNT, "scene_colour": 1 / len(COLOURS), "scene_position": 1 / len(POSITIONS)}
 
-    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None, image_size: int = 112) -> None:
+    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None,
+                 image_size: int = 112) -> None:
         super().__init__(size, seed, split, tasks)
         if image_size < 56:
             raise ValueError(f"scenes: image_size must be >= 56 to fit {MAX_COUNT} objects, got {image_size}")
@@ -74,5 +76,6 @@ class SceneCorpus(SyntheticCorpus):
         the middle third across it."""
         s, lo, hi = self.image_size, r + 1, self.image_size - r - 1
         third = s / 3
-        return {"left": (lo, third, third - r / 2, 2 * third), "right": (2 * third + r / 2, third, hi, 2 * third),
-                "top": (third, lo, 2 * third, third - r / 2), "bottom": (third, 2 * third + r / 2, 2 * third, hi)}[position]
+        bands = {"left": (lo, third, third - r / 2, 2 * third), "right": (2 * third + r / 2, third, hi, 2 * third),
+                 "top": (third, lo, 2 * third, third - r / 2), "bottom": (third, 2 * third + r / 2, 2 * third, hi)}
+        return bands[position]

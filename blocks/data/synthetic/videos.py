@@ -27,7 +27,8 @@ DIRECTIONS = ("left", "right", "up", "down")
 MAX_FLASHES = 3
 STEPS = (3, 5, 10)  # frame spacing in 0.1 s units
 DIRECTION_QUESTIONS = ("Which way does the {kind} move?", "In which direction is the {kind} moving?")
-ORDER_QUESTIONS = ("Which appeared first, the {a} one or the {b} one?", "Which shape came first, the {a} or the {b} one?")
+ORDER_QUESTIONS = ("Which appeared first, the {a} one or the {b} one?",
+                   "Which shape came first, the {a} or the {b} one?")
 FLASH_QUESTIONS = ("How many times does the {colour} light flash?", "How often does the {colour} light blink?")
 
 
@@ -50,7 +51,8 @@ class VideoCorpus(SyntheticCorpus):
     name = "videos"
     TASKS = {"video_direction": 1 / len(DIRECTIONS), "video_order": 1 / 2, "video_flash": 1 / MAX_FLASHES}
 
-    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None, frame_size: int = 56) -> None:
+    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None,
+                 frame_size: int = 56) -> None:
         super().__init__(size, seed, split, tasks)
         self.frame_size = frame_size
         self.radius = (frame_size * 0.1, frame_size * 0.13)
@@ -101,7 +103,8 @@ class VideoCorpus(SyntheticCorpus):
 
     def _flash(self, rng: random.Random, n: int, flashes: int) -> tuple[list[Image.Image], str, str]:
         # Uniform over the on/off patterns with exactly `flashes` runs (at most 2^6 candidates).
-        patterns = [p for p in ([bool(m >> i & 1) for i in range(n)] for m in range(2 ** n)) if count_runs(p) == flashes]
+        candidates = ([bool(m >> i & 1) for i in range(n)] for m in range(2 ** n))
+        patterns = [p for p in candidates if count_runs(p) == flashes]
         pattern, colour = rng.choice(patterns), rng.choice(list(COLOURS))
         (light,) = scatter(rng, self.frame_size, [("circle", colour)], self.radius)
         frames = [self._frame([light] if on else []) for on in pattern]
