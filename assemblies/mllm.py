@@ -77,10 +77,15 @@ class MiniCPMV(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing in the vision tower and the LLM decoder layers."""
         self.vpm.set_grad_checkpointing(enable)
-        if enable:
-            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if not hasattr(self.llm, "activation_checkpointing_enable"):  # transformers < 5 names it gradient_*
+            if enable:
+                self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.llm.gradient_checkpointing_disable()
+        elif enable:
+            self.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
-            self.llm.gradient_checkpointing_disable()
+            self.llm.activation_checkpointing_disable()
 
     def num_params(self, trainable_only: bool = False) -> dict[str, int]:
         """Parameter count per slot and ``total`` (works on meta-device models)."""

@@ -242,3 +242,17 @@ def test_command_line_scale_wins_over_the_assembly_default():
     assert cfg.dims.llm_hidden == 64
     assert cfg.model.resampler._target_ == "blocks.resampler.mlp_projector"
     assert mcpv45("tiny", ["dims.llm_layers=3"]).llm.config.num_hidden_layers == 3
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    model = mcpv45_tiny()
+    batch = collate([make_sample(4, [(3, 4)]), make_sample(2, [(2, 5)])], pad_id=0)
+    model(batch).loss.backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.train()
+    model.set_grad_checkpointing(True)
+    assert any(getattr(layer, "gradient_checkpointing", False) for layer in model.llm.model.layers)
+    model(batch).loss.backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, plain[name], atol=1e-5, rtol=1e-4, msg=name)
