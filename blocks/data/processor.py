@@ -221,27 +221,30 @@ class MiniCPMVProcessor:
         for start, end in zip(id_starts, id_ends):
             visual[start:end + 1] = True
         labels_t[visual] = IGNORE_INDEX  # never learn to emit placeholders, even in assistant turns
-        patches, tgt, temporal, groups = [], [], [], []
+        # (image, plan, temporal id) of every slice source, in text order; then one packed buffer.
+        jobs, temporal, groups = [], [], []
         for kind, index in order:
             if kind == "image":
                 geometry = layout.images[index]
-                patches.append(process_image(record.images[index], geometry))
-                tgt += geometry.tgt_sizes
+                jobs.append((record.images[index], geometry))
                 temporal += [-1] * geometry.num_slices
                 groups += [1] * geometry.num_slices
                 continue
             video = record.videos[index]
             frame_groups = self._group_frames(video)
             for g in layout.kept_groups[index]:
-                for frame, timestamp in zip(frame_groups[g], video.groups[g]):
-                    geometry = self._frame_plan(frame)
-                    patches.append(process_image(frame, geometry))
-                    tgt += geometry.tgt_sizes
-                    temporal.append(timestamp)
+                jobs += [(frame, self._frame_plan(frame)) for frame in frame_groups[g]]
+                temporal += video.groups[g]
                 groups.append(len(frame_groups[g]))
         visual_fields = empty_visual(3 * self.config.patch_size ** 2)
-        if patches:
-            visual_fields = {"patches": torch.cat(patches), "tgt_sizes": torch.tensor(tgt, dtype=torch.long),
+        if jobs:
+            patches = np.empty((sum(g.num_patches for _, g in jobs), 3 * self.config.patch_size ** 2), np.float32)
+            offset = 0
+            for img, geometry in jobs:
+                process_image(img, geometry, out=patches[offset:offset + geometry.num_patches])
+                offset += geometry.num_patches
+            visual_fields = {"patches": torch.from_numpy(patches),
+                             "tgt_sizes": torch.tensor([t for _, g in jobs for t in g.tgt_sizes], dtype=torch.long),
                              "temporal_ids": torch.tensor(temporal, dtype=torch.long),
                              "group_sizes": torch.tensor(groups, dtype=torch.long)}
         dropped = sum(len(v.groups) - len(k) for v, k in zip(record.videos, layout.kept_groups))

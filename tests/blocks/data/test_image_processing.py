@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from safetensors.numpy import load_file
 
-from blocks.data.image_processing import (NORMALIZE_LUT, normalize_u8, official_to_patch_rows, patch_rows_to_official,
-                                          process_image, split_slices)
+from blocks.data.image_processing import (normalize_u8, official_to_patch_rows, patch_rows_to_official, process_image,
+                                          split_slices)
 from blocks.data.slicing import plan_slices, slice_image
 
 
@@ -41,12 +41,11 @@ def sha256_f32(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().numpy().astype("<f4").tobytes()).hexdigest()
 
 
-def test_normalisation_table_matches_float32_formula():
-    u = np.arange(256, dtype=np.uint8)
-    expected = (u.astype(np.float32) / 255 - np.float32(0.5)) / np.float32(0.5)
-    assert NORMALIZE_LUT.dtype == np.float32
-    assert np.array_equal(NORMALIZE_LUT.view(np.uint32), expected.view(np.uint32))
-    assert normalize_u8(np.array([[0, 255]], dtype=np.uint8)).tolist() == [[-1.0, 1.0]]
+def test_normalisation_values():
+    values = normalize_u8(np.array([0, 1, 127, 128, 255], dtype=np.uint8))
+    assert values.dtype == np.float32
+    assert values[0] == -1.0 and values[-1] == 1.0
+    assert np.allclose(values, [-1, 2 / 255 - 1, 254 / 255 - 1, 256 / 255 - 1, 1], atol=1e-7, rtol=0)
 
 
 @pytest.mark.parametrize("k", [1, 2])
