@@ -83,14 +83,23 @@ def _callbacks(cfg: DictConfig, stage_dir: Path) -> list[pl.Callback]:
     for node in (cfg.get("callbacks") or {}).values():
         if node is None or "_target_" not in node:
             continue
+        if node._target_.endswith("ProgressBar") and not cfg.trainer.enable_progress_bar:
+            continue  # Lightning refuses a progress-bar callback when the bar is switched off
         extra = {"dirpath": str(stage_dir / "checkpoints")} if node._target_.endswith("ModelCheckpoint") else {}
         callbacks.append(instantiate(node, **extra))
     return callbacks
 
 
 def _loggers(cfg: DictConfig, stage_dir: Path) -> list:
-    return [instantiate(node, save_dir=str(stage_dir)) for node in (cfg.get("logger") or {}).values()
-            if node is not None and "_target_" in node]
+    # Each attempt at a stage (first run, each resume) logs into its own version folder, so a resume
+    # never overwrites the curves of the steps before it.
+    attempt = f"attempt{len(list(stage_dir.glob('csv/attempt*')))}"
+    loggers = []
+    for node in (cfg.get("logger") or {}).values():
+        if node is None or "_target_" not in node:
+            continue
+        loggers.append(instantiate(node, save_dir=str(stage_dir), **({"version": attempt} if "version" in node else {})))
+    return loggers
 
 
 def _strategy(trainer_cfg: DictConfig, model: nn.Module):

@@ -14,11 +14,12 @@ log = logging.getLogger(__name__)
 
 
 def _read_csv_metrics(stage_dir: Path) -> list[dict[str, str]]:
-    files = sorted(stage_dir.glob("**/metrics.csv"))
-    if not files:
-        return []
-    with files[-1].open() as handle:
-        return list(csv.DictReader(handle))
+    """The CSV-logged rows of every attempt at the stage (first run, resumes), in attempt order."""
+    rows = []
+    for path in sorted(stage_dir.glob("csv/*/metrics.csv")):
+        with path.open() as handle:
+            rows.extend(csv.DictReader(handle))
+    return rows
 
 
 def _series(rows: list[dict[str, str]], key: str) -> list[tuple[int, float]]:
