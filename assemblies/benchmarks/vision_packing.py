@@ -67,14 +67,14 @@ def _steps(tower: NaViTSiglip, inputs: tuple[Tensor, Tensor], train: bool) -> di
     return steps
 
 
-def run(repeats: int = 3, scale: str = "so400m", depth: int = 1, batch: str = "mixed", train: bool = False,
-        device: str | None = None) -> dict:
+def run(repeats: int = 3, scale: str = "so400m", depth: int | None = None, batch: str = "mixed",
+        train: bool = False, device: str | None = None) -> dict:
     """Time and measure packed vs padded vision forward (and forward+backward with ``train``); print a table.
 
     Args:
         repeats: timed repeats per step after one warm-up; the median is reported.
         scale: a key of ``SCALES`` (layer width/heads/MLP).
-        depth: number of layers (27 in the released tower; per-layer cost is what is compared).
+        depth: number of layers; default the released 27 on CUDA, 1 on CPU (every layer costs the same).
         batch: a key of ``BATCHES``.
         train: also time forward+backward.
         device: default CUDA when available, else CPU.
@@ -87,6 +87,7 @@ def run(repeats: int = 3, scale: str = "so400m", depth: int = 1, batch: str = "m
         raise ValueError(f"scale must be one of {sorted(SCALES)} and batch one of {sorted(BATCHES)}")
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     width, heads, mlp_dim = SCALES[scale]
+    depth = depth or (27 if target.type == "cuda" else 1)
     tower = navit_siglip(width, depth, heads, mlp_dim).to(target)
     inputs = slice_batch(BATCHES[batch], tower.patch_size, target)
     steps = _steps(tower, inputs, train)
@@ -137,7 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scale", choices=sorted(SCALES), default="so400m")
-    parser.add_argument("--depth", type=int, default=1)
+    parser.add_argument("--depth", type=int, default=None, help="default 27 on CUDA, 1 on CPU")
     parser.add_argument("--batch", choices=sorted(BATCHES), default="mixed")
     parser.add_argument("--train", action="store_true", help="also time forward+backward")
     args = parser.parse_args()
