@@ -101,41 +101,40 @@ def _eager(q: Tensor, k: Tensor, v: Tensor, q_lens: list[int], kv_lens: list[int
     return torch.einsum("hqk,khd->qhd", weights, v.float()).to(q.dtype)
 
 
-def _segment_rows(offsets: list[int], lengths: int, segments: list[int], device: torch.device) -> Tensor:
-    """Row indices [len(segments) * lengths] of equal-length segments starting at ``offsets``."""
-    starts = torch.tensor([offsets[s] for s in segments], device=device)
-    return (starts[:, None] + torch.arange(lengths, device=device)[None, :]).reshape(-1)
+def _gather_segments(x: Tensor, offsets: list[int], length: int, segments: list[int]) -> Tensor:
+    """[len(segments), length, H, Dh] rows of equal-length segments; a view when they are adjacent."""
+    first, n = segments[0], len(segments)
+    if segments == list(range(first, first + n)):  # adjacent segments (e.g. the frames of a video)
+        return x[offsets[first]:offsets[first] + n * length].view(n, length, *x.shape[1:])
+    starts = torch.tensor([offsets[s] for s in segments], device=x.device)
+    rows = (starts[:, None] + torch.arange(length, device=x.device)[None, :]).reshape(-1)
+    return x[rows].view(n, length, *x.shape[1:])
 
 
 def _sdpa_bucketed(q: Tensor, k: Tensor, v: Tensor, q_lens: list[int], kv_lens: list[int], scale: float) -> Tensor:
-    heads, dim = q.shape[1], q.shape[2]
-    q_offsets = [0] + list(torch.tensor(q_lens).cumsum(0).tolist())
-    kv_offsets = [0] + list(torch.tensor(kv_lens).cumsum(0).tolist())
+    if not q_lens:
+        return q.new_zeros(q.shape)
+    q_offsets = [0, *torch.tensor(q_lens).cumsum(0).tolist()]
+    kv_offsets = [0, *torch.tensor(kv_lens).cumsum(0).tolist()]
     buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
     for segment, shape in enumerate(zip(q_lens, kv_lens)):
         buckets[shape].append(segment)
 
-    (lq, lk), segments = next(iter(buckets.items()))
-    if len(buckets) == 1 and lk > 0:  # one shape: a plain batched call, no gather or scatter
-        out = F.scaled_dot_product_attention(
-            q.view(len(segments), lq, heads, dim).transpose(1, 2),
-            k.view(len(segments), lk, heads, dim).transpose(1, 2),
-            v.view(len(segments), lk, heads, dim).transpose(1, 2), scale=scale)
-        return out.transpose(1, 2).reshape(q.shape)
-
-    out = q.new_zeros(q.shape)
+    pieces: list[Tensor] = [q[:0]] * len(q_lens)  # per segment [lq, H, Dh], joined in segment order
     for (lq, lk), segments in buckets.items():
-        q_rows = _segment_rows(q_offsets, lq, segments, q.device)
-        if lk == 0:
-            continue  # no keys: the output stays zero, as in the eager reference
-        kv_rows = _segment_rows(kv_offsets, lk, segments, q.device)
-        n = len(segments)
-        o = F.scaled_dot_product_attention(
-            q[q_rows].view(n, lq, heads, dim).transpose(1, 2),
-            k[kv_rows].view(n, lk, heads, dim).transpose(1, 2),
-            v[kv_rows].view(n, lk, heads, dim).transpose(1, 2), scale=scale)
-        out = out.index_copy(0, q_rows, o.transpose(1, 2).reshape(-1, heads, dim))
-    return out
+        if lk == 0:  # no keys: zeros, as in the eager reference
+            for segment in segments:
+                pieces[segment] = q.new_zeros(lq, *q.shape[1:])
+            continue
+        out = F.scaled_dot_product_attention(
+            _gather_segments(q, q_offsets, lq, segments).transpose(1, 2),
+            _gather_segments(k, kv_offsets, lk, segments).transpose(1, 2),
+            _gather_segments(v, kv_offsets, lk, segments).transpose(1, 2), scale=scale).transpose(1, 2)
+        if len(buckets) == 1:  # one shape, all segments adjacent: already in packed order
+            return out.reshape(q.shape)
+        for j, segment in enumerate(segments):
+            pieces[segment] = out[j]
+    return torch.cat(pieces)
 
 
 def xformers_block_diagonal_mask(q_lens: Sequence[int], kv_lens: Sequence[int], device: torch.device):
