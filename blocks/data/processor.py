@@ -49,6 +49,8 @@ class ProcessorConfig:
     """Official defaults (preprocessor_config.json); tiny CPU runs use e.g. ``scale_resolution=112``.
 
     ``tokens_per_group`` is the resampler's count (an int, or its ``tokens_per_group`` method).
+    ``enable_thinking`` only shapes the inference generation prompt; in training the template's own
+    rule applies (a final answer without reasoning gets the empty think block, excluded from loss).
     """
 
     max_slice_nums: int = 9

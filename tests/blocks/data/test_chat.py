@@ -31,9 +31,9 @@ CONVERSATIONS = {
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(tmp_path_factory):
     texts = ["What digit is this?", "It is 7.", "a red square", "first second answer plain"] * 30
-    return tiny_tokenizer(texts, vocab_size=512)
+    return tiny_tokenizer(texts, vocab_size=512, cache_dir=tmp_path_factory.mktemp("tok"))
 
 
 @pytest.mark.parametrize("name", sorted(CONVERSATIONS))
