@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -50,6 +53,18 @@ def test_processor_layout_converts_to_the_same_patches(golden):
     n = pixel_values.shape[-1] // PATCH
     converted = pixel_values.view(3, PATCH, n, PATCH).permute(2, 0, 1, 3).reshape(n, 3 * PATCH * PATCH)
     assert torch.equal(converted, patchify(normalise(golden["image_2"])))
+
+
+def test_patches_are_what_the_official_tower_was_fed(golden, golden_dir):
+    """Rebuild the official padded input from our patch rows and match its recorded sha256."""
+    patches, tgt_sizes = golden_inputs(golden)
+    per_image = [p.view(-1, 3, PATCH, PATCH).permute(1, 2, 0, 3).reshape(3 * PATCH, -1)  # [42, n*14]
+                 for p in patches.split((tgt_sizes[:, 0] * tgt_sizes[:, 1]).tolist())]
+    padded = torch.nn.utils.rnn.pad_sequence([p.T for p in per_image], batch_first=True)  # [B, Lmax, 42]
+    padded = padded.permute(0, 2, 1).reshape(len(per_image), 3, PATCH, -1)
+    recorded = json.loads((golden_dir / "blocks" / "vision.json").read_text())["inputs"]["pixel_values_padded"]
+    assert list(padded.shape) == recorded["shape"]
+    assert hashlib.sha256(padded.contiguous().numpy().tobytes()).hexdigest() == recorded["sha256"]
 
 
 def test_position_ids_equal_official(golden):
