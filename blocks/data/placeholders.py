@@ -46,11 +46,18 @@ MARKERS = MarkerTokens()
 TokensPerGroup = Callable[[list[Size]], int]
 
 
-def constant_tokens(n: int = QUERY_TOKENS) -> TokensPerGroup:
+@dataclass(frozen=True)
+class constant_tokens:  # noqa: N801 - used like a function; a class so processors pickle into spawned workers
     """A ``tokens_per_group`` callable for resamplers with a fixed query count (64 for MiniCPM-V)."""
-    if n < 1:
-        raise ValueError(f"tokens per group must be >= 1, got {n}")
-    return lambda frame_sizes: n
+
+    n: int = QUERY_TOKENS
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"tokens per group must be >= 1, got {self.n}")
+
+    def __call__(self, frame_sizes: list[Size]) -> int:
+        return self.n
 
 
 def image_placeholder(slice_tokens: Sequence[int], grid: Size | None, image_id: int | None = None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 from PIL import Image
@@ -115,3 +117,12 @@ def test_bad_samples(tok):
         processor(Record(id="x", conversations=[{"role": "bot", "content": "hi"}]))
     text_only = processor(qa("Describe the picture."))
     assert text_only.patches.shape == (0, 588) and len(text_only.image_bound) == 0
+
+
+def test_processor_pickles_for_spawned_workers(tok):
+    processor = MiniCPMVProcessor(tok, ProcessorConfig(tokens_per_group=7))
+    clone = pickle.loads(pickle.dumps(processor))
+    record = qa("<image>\nDescribe the picture.", images=[image(40, 40)])
+    assert torch.equal(clone(record).input_ids, processor(record).input_ids)
+    with pytest.raises(ValueError, match=">= 1"):
+        MiniCPMVProcessor(tok, ProcessorConfig(tokens_per_group=0))
