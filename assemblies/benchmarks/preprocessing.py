@@ -156,7 +156,8 @@ def _same(a: Sample, b: Sample) -> bool:
 
 def _resize_only(records: list[Record], config: ProcessorConfig) -> None:
     for record in records:
-        for img, k in [(i, config.max_slice_nums) for i in record.images] + [(f, 1) for v in record.videos for f in v.frames]:
+        frames = [(f, 1) for v in record.videos for f in v.frames]
+        for img, k in [(i, config.max_slice_nums) for i in record.images] + frames:
             geometry = plan_slices(img.size, k, config.scale_resolution, config.patch_size)
             img.resize(geometry.source_size, Image.Resampling.BICUBIC)
             if geometry.grid:
@@ -211,8 +212,8 @@ def run(repeats: int = 5, tokenizer_dir: str | None = None, max_slice_nums: int 
     figures["video_seconds_per_s"] = {name: seconds_of_video / statistics.median(t) for name, t in times.items()}
     figures["video_speedup"] = statistics.median(times["baseline"]) / statistics.median(times["ours"])
     figures["video_speedup_vs_direct"] = statistics.median(times["baseline_direct"]) / statistics.median(times["ours"])
-    figures["video_setup"] = {"clips": video_clips, "seconds": video_seconds, "fps": video_fps, "frame_size": [640, 360],
-                              "frames_per_group": 3}
+    figures["video_setup"] = {"clips": video_clips, "seconds": video_seconds, "fps": video_fps,
+                              "frame_size": [640, 360], "frames_per_group": 3}
     _print(figures)
     return figures
 

@@ -114,7 +114,8 @@ def patch_rows_to_official(rows: torch.Tensor, patch_size: int = 14) -> torch.Te
 def official_to_patch_rows(pixel_values: torch.Tensor, patch_size: int = 14) -> torch.Tensor:
     """The official [3, P, n*P] layout of one slice -> [n, 3*P*P] patch rows."""
     n = pixel_values.shape[-1] // patch_size
-    return pixel_values.reshape(3, patch_size, n, patch_size).permute(2, 0, 1, 3).reshape(n, 3 * patch_size * patch_size)
+    rows = pixel_values.reshape(3, patch_size, n, patch_size).permute(2, 0, 1, 3)
+    return rows.reshape(n, 3 * patch_size * patch_size)
 
 
 def split_slices(rows: torch.Tensor, tgt_sizes: list[tuple[int, int]] | torch.Tensor) -> list[torch.Tensor]:

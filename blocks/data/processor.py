@@ -35,7 +35,8 @@ from blocks.batch import IGNORE_INDEX, Sample, empty_visual
 from blocks.data.chat import render_chat
 from blocks.data.errors import SampleError, SampleTooLong
 from blocks.data.image_processing import process_image
-from blocks.data.placeholders import MARKERS, MarkerTokens, TokensPerGroup, constant_tokens, image_placeholder, video_placeholder
+from blocks.data.placeholders import (MARKERS, MarkerTokens, TokensPerGroup, constant_tokens, image_placeholder,
+                                      video_placeholder)
 from blocks.data.record import IMAGE_MARKER, VIDEO_MARKER, Record, VideoClip
 from blocks.data.slicing import SliceGeometry, plan_slices
 
@@ -157,7 +158,8 @@ class MiniCPMVProcessor:
         return expanded
 
     def _encode(self, record: Record, turns: list[dict], layout: _Layout, mode: str) -> tuple[list[int], np.ndarray]:
-        chat = render_chat(self._expand(record, turns, layout), add_generation_prompt=mode == "inference", enable_thinking=self.config.enable_thinking)
+        chat = render_chat(self._expand(record, turns, layout), add_generation_prompt=mode == "inference",
+                           enable_thinking=self.config.enable_thinking)
         encoding = self.tokenizer(chat.text, add_special_tokens=False, return_offsets_mapping=mode == "train")
         ids = encoding["input_ids"]
         labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int64)
@@ -223,7 +225,7 @@ class MiniCPMVProcessor:
         for start, end in zip(id_starts, id_ends):
             visual[start:end + 1] = True
         labels_t[visual] = IGNORE_INDEX  # never learn to emit placeholders, even in assistant turns
-        # (image, plan, temporal id) of every slice source, in text order; then one packed buffer.
+        # (image, slicing plan) of every image and kept frame in text order, then one packed buffer.
         jobs, temporal, groups = [], [], []
         for kind, index in order:
             if kind == "image":

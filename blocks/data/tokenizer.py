@@ -38,7 +38,8 @@ ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<quad>", True), ("</quad>", True), ("<point>", True), ("</point>", True), ("<slice>", True),
     ("</slice>", True), ("<image_id>", True), ("</image_id>", True), ("<unit>", True), ("</unit>", True),
 )
-ROLE_TOKENS = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": "<unk>"}
+ROLE_TOKENS = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+               "unk_token": "<unk>"}
 # Qwen2/3's pre-tokenizer split: single digits, a run of newlines stays one piece ("\n\n" of the think
 # block), punctuation keeps trailing newlines.
 _QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
@@ -126,7 +127,8 @@ def tiny_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 1024,
     texts = list(texts)
     if not texts:
         raise ValueError("tiny_tokenizer needs at least one training text")
-    target = Path(cache_dir or default_cache_dir()) / "tokenizers" / f"tiny-{vocab_size}-{_cache_key(texts, vocab_size)}"
+    name = f"tiny-{vocab_size}-{_cache_key(texts, vocab_size)}"
+    target = Path(cache_dir or default_cache_dir()) / "tokenizers" / name
     if not (target / "tokenizer.json").exists():
         tokenizer = _train_tiny(texts, vocab_size)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,8 @@ def official_labels(ids: list[int], tokenizer, text: str) -> list[int]:
     ids_a = np.array(ids)
     convert = tokenizer.convert_tokens_to_ids
     context = np.ones(len(ids), dtype=bool)
-    assistants = [i for i in np.where(ids_a == convert("assistant"))[0] if i > 0 and ids_a[i - 1] == convert("<|im_start|>")]
+    assistants = [i for i in np.where(ids_a == convert("assistant"))[0]
+                  if i > 0 and ids_a[i - 1] == convert("<|im_start|>")]
     ends = np.where(ids_a == convert("<|im_end|>"))[0]
     for n, idx in enumerate(assistants):
         start = idx + 2 + (4 if n == len(assistants) - 1 and EMPTY_THINK in text else 0)

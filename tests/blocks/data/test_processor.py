@@ -32,7 +32,8 @@ def video(n_groups: int, per_group: int = 2, size=(56, 56)) -> VideoClip:
 
 def qa(question: str, **media) -> Record:
     return Record(id="s1", conversations=[{"role": "user", "content": question},
-                                          {"role": "assistant", "content": "A red square."}], meta={"where": "f.jsonl:3"}, **media)
+                                          {"role": "assistant", "content": "A red square."}],
+                  meta={"where": "f.jsonl:3"}, **media)
 
 
 def test_slices_are_reduced_before_anything_else(tok):
@@ -55,7 +56,8 @@ def test_video_groups_are_dropped_evenly(tok):
     full = processor(record)
     assert full.group_sizes.tolist() == [2] * 10 and full.temporal_ids[:4].tolist() == [0, 1, 10, 11]
     per_group = (full.num_tokens - processor(qa("<video>", videos=[video(1)])).num_tokens) // 9
-    limited = MiniCPMVProcessor(tok, ProcessorConfig(tokens_per_group=6, max_length=full.num_tokens - 5 * per_group))(record)
+    config = ProcessorConfig(tokens_per_group=6, max_length=full.num_tokens - 5 * per_group)
+    limited = MiniCPMVProcessor(tok, config)(record)
     assert limited.meta["video_groups_dropped"] == 5
     assert limited.temporal_ids[::2].tolist() == [10, 30, 50, 70, 90]  # bin centres of 10 groups -> 1, 3, 5, 7, 9
     assert len(limited.image_bound) == 5
@@ -86,7 +88,8 @@ def test_tokens_per_group_callable(tok):
     # e.g. a projector yielding one token per 4 patches of the group's frames
     per_patches = lambda sizes: sum(h * w for h, w in sizes) // 4  # noqa: E731
     record = qa("<video><image>", videos=[video(2, size=(56, 28))], images=[image(28, 28)])
-    sample = MiniCPMVProcessor(tok, ProcessorConfig(max_slice_nums=1, scale_resolution=56, tokens_per_group=per_patches))(record)
+    config = ProcessorConfig(max_slice_nums=1, scale_resolution=56, tokens_per_group=per_patches)
+    sample = MiniCPMVProcessor(tok, config)(record)
     lengths = (sample.image_bound[:, 1] - sample.image_bound[:, 0]).tolist()
     sizes = sample.tgt_sizes.prod(1).tolist()
     assert lengths == [(sizes[0] + sizes[1]) // 4, (sizes[2] + sizes[3]) // 4, sizes[4] // 4]

@@ -18,9 +18,10 @@ def official_tokenizer(reference_dir):
 
 def test_official_tokenizer_ids(official_tokenizer):
     tok = official_tokenizer
-    assert tok.convert_tokens_to_ids(["<unk>", "!", "<|im_start|>", "<|im_end|>", "<image>", "</image>", "<slice>",
-                                      "</slice>", "<image_id>", "</image_id>", "<think>", "</think>", "<|endoftext|>"]) \
-        == [128244, 0, 151644, 151645, 151669, 151670, 151679, 151680, 151681, 151682, 151667, 151668, 151643]
+    tokens = ["<unk>", "!", "<|im_start|>", "<|im_end|>", "<image>", "</image>", "<slice>", "</slice>", "<image_id>",
+              "</image_id>", "<think>", "</think>", "<|endoftext|>"]
+    assert tok.convert_tokens_to_ids(tokens) == [128244, 0, 151644, 151645, 151669, 151670, 151679, 151680, 151681,
+                                                 151682, 151667, 151668, 151643]
     assert tok.encode("Hi!") == [13048, 0]  # quirks.json exclamation_is_id_0
     assert len(tok) == 151748
 
@@ -28,7 +29,8 @@ def test_official_tokenizer_ids(official_tokenizer):
 def run_case(golden_dir, tokenizer, k: int):
     meta, _, images = golden_case(golden_dir, k)
     call, kwargs = meta["processor_call"], meta["chat_kwargs"]
-    config = ProcessorConfig(max_slice_nums=call["effective_max_slice_nums"], use_image_id=call["effective_use_image_id"],
+    config = ProcessorConfig(max_slice_nums=call["effective_max_slice_nums"],
+                             use_image_id=call["effective_use_image_id"],
                              enable_thinking=kwargs.get("enable_thinking", False))
     pictures = [img for _, img in images]
     conversations = meta["messages"] if meta["batched"] else [meta["messages"]]
