@@ -10,6 +10,10 @@ turn the template always writes a think block; when it is the empty scaffold
 ``<think>\\n\\n</think>\\n\\n`` (a non-thinking answer) the scaffold is excluded, as officially; a real
 ``<think>reasoning</think>`` block is trained on. Reasoning is read from ``reasoning_content`` or from
 a ``<think>...</think>`` prefix of the content, and dropped from turns before the last user query.
+
+Labels here are unshifted (label[i] = input_ids[i] on targets; the model shifts). The official code
+pre-shifts its targets and, at the end of each assistant turn, also trains the ``<|im_end|>``
+position to predict ``<|im_end|>`` again; that artefact is deliberately not reproduced.
 """
 
 from __future__ import annotations
