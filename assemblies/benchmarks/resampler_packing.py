@@ -22,17 +22,12 @@ Peak memory:
 
 from __future__ import annotations
 
-import statistics
-import time
-from typing import Callable
 
 import torch
 from torch import Tensor
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
-from blocks.resampler import PerceiverResampler, resampler3d
+from assemblies.benchmarks.measure import compare_packed_padded, print_comparison
+from blocks.resampler import resampler3d
 
 # (num_queries, embed_dim, kv_dim, num_heads). "mcpv45" is the released size; on 2 CPU cores one
 # repeat takes minutes there, so "cpu" keeps the token layout and query count at a quarter of the width.
@@ -53,80 +48,6 @@ def mixed_batch(kv_dim: int, device: torch.device) -> tuple[Tensor, Tensor, Tens
     group_sizes = torch.tensor([1] * len(IMAGE_SLICES) + [VIDEO_FRAMES], device=device)
     x = torch.randn(sum(h * w for h, w in sizes), kv_dim, device=device)
     return x, tgt_sizes, temporal_ids, group_sizes
-
-
-class LiveTensorBytes(TorchDispatchMode):
-    """Peak bytes of the tensor storages created under this mode and still alive (CPU memory probe).
-
-    Args:
-        preexisting: tensors whose storage must not count (parameters, inputs), e.g. when an
-            in-place op or a view returns them.
-    """
-
-    def __init__(self, preexisting: list[Tensor]) -> None:
-        super().__init__()
-        self.ignored = {StorageWeakRef(t.untyped_storage()).cdata for t in preexisting}
-        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
-        self.current = self.peak = 0
-
-    def release_expired(self) -> None:
-        """Forget the storages freed since the last op; ``current`` is then the live total."""
-        for key in [key for key, (ref, _) in self.live.items() if ref.expired()]:
-            self.current -= self.live.pop(key)[1]
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        self.release_expired()
-        for tensor in tree_flatten(out)[0]:
-            if not isinstance(tensor, Tensor):
-                continue
-            ref = StorageWeakRef(tensor.untyped_storage())
-            if ref.cdata not in self.ignored and ref.cdata not in self.live:
-                self.live[ref.cdata] = (ref, tensor.untyped_storage().nbytes())
-                self.current += self.live[ref.cdata][1]
-        self.peak = max(self.peak, self.current)
-        return out
-
-
-def peak_bytes(step: Callable[[], None], preexisting: list[Tensor], device: torch.device) -> int:
-    """Peak memory of ``step`` beyond what was allocated before it (see the module docstring)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    with LiveTensorBytes(preexisting) as probe:
-        step()
-    return probe.peak
-
-
-def _steps(model: PerceiverResampler, inputs: tuple[Tensor, ...]) -> dict[str, Callable[[], None]]:
-    def forward(path: Callable) -> Callable[[], None]:
-        def step() -> None:
-            with torch.no_grad():
-                path(*inputs)
-        return step
-
-    def train(path: Callable) -> Callable[[], None]:
-        def step() -> None:
-            model.zero_grad(set_to_none=True)
-            path(*inputs).square().mean().backward()
-        return step
-
-    return {"forward_packed": forward(model.forward), "forward_padded": forward(model.forward_padded),
-            "train_packed": train(model.forward), "train_padded": train(model.forward_padded)}
-
-
-def _timed(step: Callable[[], None], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - started
 
 
 def run(repeats: int = 3, scale: str = "auto", device: str | None = None) -> dict:
@@ -151,18 +72,6 @@ def run(repeats: int = 3, scale: str = "auto", device: str | None = None) -> dic
     num_queries, embed_dim, kv_dim, num_heads = SCALES[scale]
     model = resampler3d(num_queries, embed_dim, kv_dim, num_heads).to(target)
     inputs = mixed_batch(kv_dim, target)
-    steps = _steps(model, inputs)
-
-    with torch.no_grad():
-        max_abs_diff = (model(*inputs) - model.forward_padded(*inputs)).abs().max().item()
-    preexisting = [*model.parameters(), *inputs]
-    # The memory pass runs every step once, so it is also the warm-up of the timed repeats.
-    peaks = {name: peak_bytes(step, preexisting, target) for name, step in steps.items()}
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():  # interleaved, so machine load hits both paths alike
-            times[name].append(_timed(step, target))
-
     counts = (inputs[1][:, 0] * inputs[1][:, 1]).tolist()
     frames_per_group = inputs[3].tolist()
     longest_slice = max(counts)
@@ -171,29 +80,16 @@ def run(repeats: int = 3, scale: str = "auto", device: str | None = None) -> dic
         "sizes": {"num_queries": num_queries, "embed_dim": embed_dim, "kv_dim": kv_dim, "num_heads": num_heads},
         "patches": sum(counts), "groups": len(frames_per_group),
         "padded_key_rows": len(frames_per_group) * max(frames_per_group) * longest_slice,
-        "max_abs_diff": max_abs_diff,
     }
-    for name in steps:
-        figures[f"seconds_{name}"] = statistics.median(times[name])
-        figures[f"peak_bytes_{name}"] = peaks[name]
-    for kind in ("forward", "train"):
-        figures[f"time_ratio_{kind}"] = figures[f"seconds_{kind}_packed"] / figures[f"seconds_{kind}_padded"]
-        figures[f"memory_ratio_{kind}"] = figures[f"peak_bytes_{kind}_packed"] / figures[f"peak_bytes_{kind}_padded"]
+    figures.update(compare_packed_padded(model, inputs, target, repeats))
     _print_table(figures)
     return figures
 
 
 def _print_table(figures: dict) -> None:
-    print(f"resampler packing, scale={figures['scale']} {figures['sizes']} on {figures['device']}, "
-          f"{figures['patches']} patches in {figures['groups']} groups "
-          f"(padded path: {figures['padded_key_rows']} key rows); median of {figures['repeats']}")
-    print(f"{'step':<18}{'packed s':>10}{'padded s':>10}{'ratio':>8}{'packed MiB':>12}{'padded MiB':>12}{'ratio':>8}")
-    for kind, label in (("forward", "forward"), ("train", "forward+backward")):
-        packed_s, padded_s = figures[f"seconds_{kind}_packed"], figures[f"seconds_{kind}_padded"]
-        packed_m, padded_m = (figures[f"peak_bytes_{kind}_{path}"] / 2**20 for path in ("packed", "padded"))
-        print(f"{label:<18}{packed_s:>10.3f}{padded_s:>10.3f}{figures[f'time_ratio_{kind}']:>8.2f}"
-              f"{packed_m:>12.1f}{padded_m:>12.1f}{figures[f'memory_ratio_{kind}']:>8.2f}")
-    print(f"max |packed - padded| = {figures['max_abs_diff']:.2e}")
+    print_comparison(f"resampler packing, scale={figures['scale']} {figures['sizes']} on {figures['device']}, "
+                     f"{figures['patches']} patches in {figures['groups']} groups "
+                     f"(padded path: {figures['padded_key_rows']} key rows); median of {figures['repeats']}", figures)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ Batches (``BATCHES``), (h, w) patches per slice:
   small there (99% real) and packing gains little: the figure to expect for plain image batches.
 
 Both paths run in ONE process, interleaved repeat by repeat, fp32; the median is reported. Peak
-memory uses ``resampler_packing.peak_bytes`` (CUDA allocator statistics, or on CPU the live bytes of
+memory uses ``measure.peak_bytes`` (CUDA allocator statistics, or on CPU the live bytes of
 the tensors the step creates). Full-width so400m layers take seconds each on a small CPU, so the
 tower is cut to ``depth`` layers: every layer costs the same, so the ratios hold for 27.
 
@@ -24,15 +24,12 @@ tower is cut to ``depth`` layers: every layer costs the same, so the ratios hold
 from __future__ import annotations
 
 import argparse
-import statistics
-from typing import Callable
 
 import torch
 from torch import Tensor
 
-# the resampler benchmark's probes, shared so both benchmarks measure alike
-from assemblies.benchmarks.resampler_packing import _timed, peak_bytes
-from blocks.vision.navit_siglip import NaViTSiglip, navit_siglip
+from assemblies.benchmarks.measure import compare_packed_padded, print_comparison
+from blocks.vision.navit_siglip import navit_siglip
 
 # (width, heads, mlp_dim): "so400m" is the released layer; "tiny" is for smoke tests.
 SCALES = {"so400m": (1152, 16, 4304), "tiny": (64, 2, 128)}
@@ -46,25 +43,6 @@ def slice_batch(sizes: list[tuple[int, int]], patch_size: int, device: torch.dev
     """(patches [N, 3*P*P] random, tgt_sizes [S, 2]) for slices of the given patch sizes."""
     tgt_sizes = torch.tensor(sizes, device=device)
     return torch.randn(sum(h * w for h, w in sizes), 3 * patch_size ** 2, device=device), tgt_sizes
-
-
-def _steps(tower: NaViTSiglip, inputs: tuple[Tensor, Tensor], train: bool) -> dict[str, Callable[[], None]]:
-    def forward(path: Callable) -> Callable[[], None]:
-        def step() -> None:
-            with torch.no_grad():
-                path(*inputs)
-        return step
-
-    def backward(path: Callable) -> Callable[[], None]:
-        def step() -> None:
-            tower.zero_grad(set_to_none=True)
-            path(*inputs).square().mean().backward()
-        return step
-
-    steps = {"forward_packed": forward(tower.forward), "forward_padded": forward(tower.forward_padded)}
-    if train:
-        steps.update(train_packed=backward(tower.forward), train_padded=backward(tower.forward_padded))
-    return steps
 
 
 def run(repeats: int = 3, scale: str = "so400m", depth: int | None = None, batch: str = "mixed",
@@ -90,48 +68,22 @@ def run(repeats: int = 3, scale: str = "so400m", depth: int | None = None, batch
     depth = depth or (27 if target.type == "cuda" else 1)
     tower = navit_siglip(width, depth, heads, mlp_dim).to(target)
     inputs = slice_batch(BATCHES[batch], tower.patch_size, target)
-    steps = _steps(tower, inputs, train)
-
-    with torch.no_grad():
-        max_abs_diff = (tower(*inputs) - tower.forward_padded(*inputs)).abs().max().item()
-    for step in steps.values():  # warm-up
-        step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():  # interleaved, so machine load hits both paths alike
-            times[name].append(_timed(step, target))
-    peaks = {name: peak_bytes(step, [*tower.parameters(), *inputs], target) for name, step in steps.items()}
-
     counts = (inputs[1][:, 0] * inputs[1][:, 1]).tolist()
     figures: dict = {
         "scale": scale, "batch": batch, "depth": depth, "device": str(target), "repeats": repeats,
         "sizes": {"width": width, "heads": heads, "mlp_dim": mlp_dim},
         "patches": sum(counts), "slices": len(counts), "padded_rows": len(counts) * max(counts),
-        "max_abs_diff": max_abs_diff,
     }
-    for name in steps:
-        figures[f"seconds_{name}"] = statistics.median(times[name])
-        figures[f"peak_bytes_{name}"] = peaks[name]
-    for kind in ("forward", "train") if train else ("forward",):
-        figures[f"time_ratio_{kind}"] = figures[f"seconds_{kind}_packed"] / figures[f"seconds_{kind}_padded"]
-        figures[f"memory_ratio_{kind}"] = figures[f"peak_bytes_{kind}_packed"] / figures[f"peak_bytes_{kind}_padded"]
+    figures.update(compare_packed_padded(tower, inputs, target, repeats, train))
     _print_table(figures)
     return figures
 
 
 def _print_table(figures: dict) -> None:
-    print(f"vision packing, {figures['scale']} {figures['sizes']} x {figures['depth']} layer(s) on "
-          f"{figures['device']}, batch {figures['batch']!r}: {figures['patches']} patches in {figures['slices']} "
-          f"slices (padded path: {figures['padded_rows']} rows); median of {figures['repeats']}")
-    print(f"{'step':<18}{'packed s':>10}{'padded s':>10}{'ratio':>8}{'packed MiB':>12}{'padded MiB':>12}{'ratio':>8}")
-    for kind, label in (("forward", "forward"), ("train", "forward+backward")):
-        if f"time_ratio_{kind}" not in figures:
-            continue
-        packed_s, padded_s = figures[f"seconds_{kind}_packed"], figures[f"seconds_{kind}_padded"]
-        packed_m, padded_m = (figures[f"peak_bytes_{kind}_{path}"] / 2**20 for path in ("packed", "padded"))
-        print(f"{label:<18}{packed_s:>10.3f}{padded_s:>10.3f}{figures[f'time_ratio_{kind}']:>8.2f}"
-              f"{packed_m:>12.1f}{padded_m:>12.1f}{figures[f'memory_ratio_{kind}']:>8.2f}")
-    print(f"max |packed - padded| = {figures['max_abs_diff']:.2e}")
+    print_comparison(f"vision packing, {figures['scale']} {figures['sizes']} x {figures['depth']} layer(s) on "
+                     f"{figures['device']}, batch {figures['batch']!r}: {figures['patches']} patches in "
+                     f"{figures['slices']} slices (padded path: {figures['padded_rows']} rows); "
+                     f"median of {figures['repeats']}", figures)
 
 
 def main() -> None:

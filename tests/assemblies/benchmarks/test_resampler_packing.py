@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from assemblies.benchmarks.resampler_packing import LiveTensorBytes, run
+from assemblies.benchmarks.measure import LiveTensorBytes
+from assemblies.benchmarks.resampler_packing import run
 
 
 def test_live_tensor_bytes_tracks_the_peak_of_live_storages():
