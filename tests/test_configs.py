@@ -1,0 +1,102 @@
+"""Every shipped config composes, binds to its targets' signatures, and fails early on mistakes.
+
+Nothing large is built: targets are checked by signature binding (``check_targets``) and the model by
+a meta-device build where a test needs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from assemblies.training.config import check_targets, register_schemas
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+BASE = ["+assembly=mcpv45"]
+# Groups chosen with `group=option` (in train.yaml's defaults) and groups appended with `+group=option`.
+SELECTED = ["vision", "resampler", "llm", "scale", "corruption", "data", "trainer", "optimizer", "logger",
+            "callbacks", "paths", "pipeline"]
+APPENDED = ["experiment", "debug", "sweep"]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _hydra():
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        yield
+
+
+def _compose(overrides: list[str], name: str = "train", hydra: bool = False):
+    return compose(name, overrides=overrides, return_hydra_config=hydra)
+
+
+CASES = ([f"{g}={o}" for g in SELECTED for o in _options(g)] + [f"+{g}={o}" for g in APPENDED for o in _options(g)]
+         + [f"+stage={o}" for o in _options("stage")] + [f"hydra/launcher={o}" for o in _options("hydra/launcher")])
+
+
+@pytest.mark.parametrize("choice", CASES)
+def test_every_option_composes_and_binds(choice):
+    cfg = _compose([*BASE, "scale=tiny", choice] if not choice.startswith("scale=") else [*BASE, choice],
+                   hydra=choice.startswith("hydra/"))
+    if choice.startswith("hydra/"):
+        launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+        if "tasks_per_node" in launcher:  # SLURM: one task (rank) per device
+            assert launcher["tasks_per_node"] == launcher["gpus_per_node"] == cfg.trainer.devices
+        return
+    assert check_targets(cfg) > 10
+    for name in cfg.pipeline.stages:
+        stage = cfg.stages[name]
+        assert set(stage.trainable) <= {"vpm", "resampler", "llm"}
+        assert set(stage.trainable) <= set(stage.lr), f"{name}: a trainable block has no lr"
+        assert set(stage.data.mix) <= set(cfg.data.corpora)
+
+
+def test_pipeline_runs_the_papers_stages_in_order_and_scale_selects_the_recipe():
+    full, tiny = _compose(BASE), _compose([*BASE, "scale=tiny"])
+    assert list(full.pipeline.stages) == ["stage1", "stage2", "stage3", "sft", "sft_long_cot"]
+    assert list(full.stages.stage1.trainable) == ["resampler"]
+    assert list(full.stages.stage2.trainable) == ["vpm", "resampler"]
+    assert full.stages.stage3.schedule._target_.endswith("schedules.wsd")
+    assert full.stages.stage3.lr.llm == 5e-5 and full.stages.stage3.schedule.min_ratio == 0.2  # 5e-5 -> 1e-5
+    assert full.dims.llm_hidden == 4096 and tiny.dims.llm_hidden == 64
+    assert tiny.stages.stage3.max_steps < full.stages.stage3.max_steps
+    assert tiny.data.processor.scale_resolution < full.data.processor.scale_resolution
+    assert tiny.data.tokenizer._target_.endswith("tiny_tokenizer")
+
+
+def test_order_rules_command_line_beats_appended_beats_pipeline_beats_groups():
+    assert _compose([*BASE, "scale=tiny"]).data.heldout_size == 48            # pipeline beats data/synthetic
+    assert _compose([*BASE, "scale=tiny", "+debug=fast"]).data.heldout_size == 8  # +debug beats pipeline
+    assert _compose([*BASE, "scale=tiny", "+debug=fast", "data.heldout_size=3"]).data.heldout_size == 3
+    assert _compose([*BASE, "resampler=mlp"]).model.resampler._target_.endswith("mlp_projector")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stages.stage1.max_step=3", "max_step"),            # typo in a stage key
+    ("stages.stage1.max_steps=many", "max_steps"),       # wrong type
+    ("trainer.max_epoch=3", "max_epoch"),                # typo in a trainer key
+    ("data.batchsize=4", "batchsize"),
+    ("pipeline.stage=[stage1]", "stage"),
+])
+def test_schemas_reject_typos_and_types_at_compose_time(override, message):
+    with pytest.raises(ConfigCompositionException, match=message):
+        _compose([*BASE, "scale=tiny", override])
+
+
+def test_a_bad_block_argument_fails_binding_before_anything_is_built():
+    cfg = _compose([*BASE, "scale=tiny", "+model.resampler.num_querys=4"])
+    with pytest.raises(TypeError, match="model.resampler"):
+        check_targets(cfg)
+
+
+def test_inspect_still_composes_with_the_training_stages():
+    cfg = _compose([*BASE, "stage=stage2"], name="inspect")
+    assert list(cfg.stage.trainable) == ["vpm", "resampler"]
