@@ -90,6 +90,16 @@ def test_building_from_the_official_config_gives_the_preset(reference_dir, full_
     assert official_config(built) == official_config(full_model)
 
 
+def test_full_size_loading_allocates_only_buffers(reference_dir):
+    config = json.loads((reference_dir / "config.json").read_text())
+    with parameters_on_meta():  # what load_official builds before the checkpoint replaces the parameters
+        model = build_from_official_config(config)
+    assert all(p.is_meta for p in model.parameters())
+    inv_freq = model.llm.model.rotary_emb.inv_freq  # not in any checkpoint: must be computed for real
+    assert not inv_freq.is_meta
+    torch.testing.assert_close(inv_freq, 1e6 ** -(torch.arange(0, 128, 2).float() / 128))
+
+
 def test_tiny_round_trip_is_exact(tmp_path):
     model = mcpv45_tiny().eval()
     export_official(model, tmp_path, dtype=torch.float32, max_shard_bytes=400_000)
