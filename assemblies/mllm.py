@@ -127,7 +127,7 @@ class MiniCPMV(nn.Module):
 
     @staticmethod
     def _sample_id(batch: MultimodalBatch, row: int) -> str:
-        return batch.sample_ids[row] if row < len(batch.sample_ids) else f"row {row}"
+        return batch.sample_ids[row] if 0 <= row < len(batch.sample_ids) else f"row {row}"
 
     def encode_visual(self, batch: MultimodalBatch) -> Tensor:
         """Packed visual tokens [T_vis, D] of every group in the batch, in group order."""
