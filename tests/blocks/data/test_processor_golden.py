@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from blocks.batch import Sample, collate
-from blocks.data.processor import MiniCPMVProcessor, ProcessorConfig, official_batch
+from blocks.data.official_batch import official_batch
+from blocks.data.processor import MiniCPMVProcessor, ProcessorConfig
 from blocks.data.tokenizer import load_tokenizer
 from test_image_processing import golden_case, sha256_f32
 
