@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_only
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -152,12 +153,14 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     heldout = trainer.validate(module, datamodule=data, verbose=False)[0] if finished or not stop else {}
     if stage.lora:
         merge_lora(model)
-    if finished:
+    if finished and trainer.is_global_zero:
         save_weights(model, stage_dir / WEIGHTS_FILE)
     chance = {task: data.chance.get(task) for task in data.heldout_tasks}
     result = report.stage_result(stage.name, stage_dir, heldout, chance, throughput.summary(), seconds,
                                  trainable=frozen.trainable, steps=trainer.global_step, finished=finished)
-    (stage_dir / "result.json").write_text(json.dumps(result, indent=2))
+    if trainer.is_global_zero:
+        (stage_dir / "result.json").write_text(json.dumps(result, indent=2))
+    trainer.strategy.barrier()  # other ranks wait until the stage's files exist
     return result
 
 
@@ -177,7 +180,9 @@ def train(cfg: DictConfig) -> float:
     pl.seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    main_process = rank_zero_only.rank == 0  # data-parallel ranks run this function too; one writes files
+    if main_process:
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     tokenizer = instantiate(cfg.data.tokenizer)
     model = instantiate(cfg.model)
@@ -209,9 +214,12 @@ def train(cfg: DictConfig) -> float:
                 log.info("stopped stage %s at step %d (pipeline.stop_at_step)", stage.name, results[-1]["steps"])
                 break
         previous_dir = stage_dir
-        print(report.stage_table(results[-1]), flush=True)
+        if main_process:
+            print(report.stage_table(results[-1]), flush=True)
 
     summary = report.run_summary(results, cfg)
+    if not main_process:
+        return float(summary.get(cfg.optimized_metric) or float("nan"))
     if cfg.pipeline.export and results and results[-1]["finished"]:
         summary["export_dir"] = str(report.export(model, cfg, output_dir / "export"))
     if cfg.pipeline.plots:

@@ -1,0 +1,63 @@
+"""tasks/train.py from the command line: the tiny pipeline, the full-scale refusal, a sweep, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["+assembly=mcpv45", "scale=tiny", "+debug=fast", "data.heldout=[digits,scenes]", "data.heldout_size=6"]
+
+
+def _train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, str(ROOT / "tasks" / "train.py"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_full_scale_on_a_cpu_machine_stops_at_once_with_what_it_needs(tmp_path):
+    done = _train("+assembly=mcpv45", f"hydra.run.dir={tmp_path}", "trainer.accelerator=cpu", timeout=120)
+    assert done.returncode != 0
+    message = done.stdout + done.stderr
+    assert "8,695,895,280 parameters" in message and "GiB" in message and "scale=tiny" in message
+    assert not (tmp_path / "stage1").exists()
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_runs_every_stage_exports_and_plots(tmp_path):
+    done = _train(*FAST, f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    for stage in ("stage1", "stage2", "stage3", "sft", "sft_long_cot"):
+        assert f"== {stage}: 2 steps" in done.stdout
+        assert (tmp_path / stage / "model.safetensors").is_file()
+    assert "scene_count" in done.stdout and "digit" in done.stdout  # per-task held-out rows
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [s["stage"] for s in metrics["stages"]] == ["stage1", "stage2", "stage3", "sft", "sft_long_cot"]
+    assert 0.0 <= metrics["val/acc"] <= 1.0 and metrics["tokens_per_sample"] > 16
+    assert (tmp_path / "export" / "config.json").is_file() and (tmp_path / "curves.png").is_file()
+
+
+@pytest.mark.slow
+def test_resampler_sweep_writes_a_summary(tmp_path):
+    done = _train("-m", *FAST, "pipeline.stages=[stage3]", "stages.stage3.init_from=none",
+                  "resampler=resampler3d,mlp", f"hydra.sweep.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = (tmp_path / "summary.md").read_text()
+    assert "resampler=resampler3d" in table and "resampler=mlp" in table
+    assert (tmp_path / "summary.png").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path):
+    done = _train(*FAST, "pipeline.stages=[stage1,stage3]", "trainer=ddp_cpu", f"hydra.run.dir={tmp_path}",
+                  "pipeline.export=false")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "world_size: 2" in done.stderr.replace("WORLD_SIZE", "world_size").lower() or "2 processes" in done.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [s["stage"] for s in metrics["stages"]] == ["stage1", "stage3"]
+    assert not list(tmp_path.glob("train_ddp_process_*"))  # ranks > 0 wrote no run directories of their own
