@@ -73,7 +73,7 @@ def test_pipeline_runs_the_papers_stages_in_order_and_scale_selects_the_recipe()
 
 
 def test_order_rules_command_line_beats_appended_beats_pipeline_beats_groups():
-    assert _compose([*BASE, "scale=tiny"]).data.heldout_size == 48            # pipeline beats data/synthetic
+    assert _compose([*BASE, "scale=tiny"]).data.heldout_size == 96            # pipeline beats data/synthetic
     assert _compose([*BASE, "scale=tiny", "+debug=fast"]).data.heldout_size == 8  # +debug beats pipeline
     assert _compose([*BASE, "scale=tiny", "+debug=fast", "data.heldout_size=3"]).data.heldout_size == 3
     assert _compose([*BASE, "resampler=mlp"]).model.resampler._target_.endswith("mlp_projector")

@@ -108,7 +108,8 @@ def _strategy(trainer_cfg: DictConfig, model: nn.Module):
     if not isinstance(strategy, DictConfig):
         return strategy  # a Lightning name: "auto", "ddp", "deepspeed_stage_2", ...
     if strategy.get("_partial_", False):  # a factory that needs the blocks' layer classes
-        return instantiate(strategy)(layer_classes=tuple(model.layer_classes))
+        # The repeated layers plus the resampler (one 88M-parameter unit at full size).
+        return instantiate(strategy)(layer_classes=tuple(dict.fromkeys((*model.layer_classes, type(model.resampler)))))
     return instantiate(strategy)
 
 
