@@ -29,7 +29,8 @@ class StageSchema:
     data: dict[str, Any] = field(default_factory=dict)        # mix: {corpus: weight}
     max_length: int = 2048
     max_steps: int = 1000
-    batch_size: int = 8
+    batch_size: int = 8                                       # samples per batch (the cap with max_tokens)
+    max_tokens: Optional[int] = None                          # padded-token budget per batch
     accumulate_grad_batches: int = 1
     schedule: Any = None                                      # partial (optimizer, total_steps) -> scheduler
     init_from: Any = "previous"                               # none | previous | path | {block: path}

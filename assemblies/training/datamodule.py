@@ -46,12 +46,15 @@ class MultimodalDataModule(LightningDataModule):
         eval_batch_size: samples per validation batch.
         num_workers: loader worker processes.
         seed: data seed (train and held-out streams differ by split).
+        max_tokens: padded-token budget per training batch (``batch_size`` caps it); each corpus's
+            typical length is measured on its first ``probe`` records.
+        probe: records processed per corpus to measure its typical length.
     """
 
     def __init__(self, corpora: dict[str, CorpusFactory], process: Callable[[Record], Sample], pad_id: int,
                  mix: dict[str, float], heldout: Sequence[str], num_batches: int, batch_size: int = 8,
                  train_size: int = 100_000, heldout_size: int = 64, eval_batch_size: int = 16,
-                 num_workers: int = 0, seed: int = 0) -> None:
+                 num_workers: int = 0, seed: int = 0, max_tokens: int | None = None, probe: int = 4) -> None:
         super().__init__()
         unknown = sorted(set(mix) - set(corpora)) + sorted(set(heldout) - set(corpora))
         if unknown:
@@ -62,6 +65,8 @@ class MultimodalDataModule(LightningDataModule):
         self.num_batches, self.batch_size, self.train_size = num_batches, batch_size, train_size
         self.heldout_size, self.eval_batch_size = heldout_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
+        self.max_tokens, self.probe = max_tokens, probe
+        self.corpus_tokens: list[int] | None = None
         self.heldout_tasks: list[str] = []
         self.chance: dict[str, float] = {}  # task -> chance accuracy, when the corpus declares it
         self._heldout_sets: list[Dataset] = []
@@ -72,8 +77,15 @@ class MultimodalDataModule(LightningDataModule):
             self._train = ConcatDataset([ProcessedDataset(self.corpora[name](split="train", size=self.train_size,
                                                                              seed=self.seed), self.process)
                                          for name in self.mix])
+        if self.max_tokens and self.corpus_tokens is None:
+            self.corpus_tokens = [self._typical_tokens(d) for d in self._train.datasets]
         if not self._heldout_sets:
             self._build_heldout()
+
+    def _typical_tokens(self, dataset: ProcessedDataset) -> int:
+        """The longest of the first ``probe`` samples (a skipped one counts as 1 token)."""
+        items = [dataset[i] for i in range(min(self.probe, len(dataset)))]
+        return max([item.num_tokens for item in items if isinstance(item, Sample)] or [1])
 
     def _build_heldout(self) -> None:
         """One validation set per task, in first-seen order, from each held-out corpus."""
@@ -99,7 +111,8 @@ class MultimodalDataModule(LightningDataModule):
         sampler = MixtureBatchSampler([len(d) for d in self._train.datasets], list(self.mix.values()),
                                       self.batch_size, self.num_batches, seed=self.seed,
                                       rank=trainer.global_rank if trainer else 0,
-                                      world_size=trainer.world_size if trainer else 1, start_step=start)
+                                      world_size=trainer.world_size if trainer else 1, start_step=start,
+                                      max_tokens=self.max_tokens, corpus_tokens=self.corpus_tokens)
         return self._loader(self._train, batch_sampler=sampler)
 
     def val_dataloader(self) -> list[DataLoader]:

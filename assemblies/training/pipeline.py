@@ -128,7 +128,8 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
         process=process_factory(max_length=int(stage.max_length)), pad_id=tokenizer.pad_token_id,
         mix=to_plain(stage.data.mix), heldout=list(cfg.data.heldout), num_batches=int(stage.max_steps) * accumulate,
         batch_size=int(stage.batch_size), train_size=cfg.data.train_size, heldout_size=cfg.data.heldout_size,
-        eval_batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers, seed=int(cfg.seed))
+        eval_batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers, seed=int(cfg.seed),
+        max_tokens=stage.max_tokens)
     data.setup("fit")
     module = MLLMModule(model, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(stage.schedule),
                         lr=to_plain(stage.lr), total_steps=int(stage.max_steps), heldout_tasks=data.heldout_tasks,

@@ -92,29 +92,32 @@ def export(model: nn.Module, cfg: DictConfig, out_dir: Path) -> Path:
 
 
 def plot_curves(stage_dirs: list[Path], out_dir: Path) -> list[Path]:
-    """``curves.png``: training loss and held-out accuracy per task across the stages, one panel each."""
+    """``curves.png``: training loss and held-out accuracy per task across the stages (stage ends dotted)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    offset = 0
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.2))
+    offset, accuracy = 0, {}
     for stage_dir in stage_dirs:
         rows = _read_csv_metrics(stage_dir)
         loss = _series(rows, "train/loss")
         if loss:
             ax_loss.plot([offset + s for s, _ in loss], [v for _, v in loss], label=stage_dir.name, lw=0.8)
-        for key in sorted({k for r in rows for k in r if k.startswith("val/") and k.endswith("/acc") and k != "val/acc"}):
-            points = _series(rows, key)
-            ax_acc.plot([offset + s for s, _ in points], [v for _, v in points], marker="o", ms=3,
-                        label=f"{stage_dir.name}:{key[4:-4]}")
+        for key in {k for r in rows for k in r if k.startswith("val/") and k.endswith("/acc") and k != "val/acc"}:
+            accuracy.setdefault(key[4:-4], []).extend((offset + s, v) for s, v in _series(rows, key))
         offset += max((s for s, _ in loss), default=0) + 1
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(offset, color="grey", lw=0.5, ls=":")
+    for task, points in sorted(accuracy.items()):
+        points.sort()
+        ax_acc.plot([s for s, _ in points], [v for _, v in points], marker="o", ms=3, lw=1, label=task)
     ax_loss.set(xlabel="step (stages in sequence)", ylabel="train loss", yscale="log", title="training loss")
     ax_acc.set(xlabel="step (stages in sequence)", ylabel="exact match", ylim=(0, 1), title="held-out accuracy")
-    for ax in (ax_loss, ax_acc):
-        if ax.lines:
-            ax.legend(fontsize=6)
+    ax_loss.legend(fontsize=7)
+    if accuracy:
+        ax_acc.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     path = out_dir / "curves.png"
     fig.savefig(path, dpi=110)

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from assemblies.training.pipeline import train
 
 STAGE = ["pipeline.stages=[stage3]", "stages.stage3.max_steps=6", "stages.stage3.batch_size=2",
-         "stages.stage3.init_from=none", "callbacks.model_checkpoint.every_n_train_steps=1",
+         "stages.stage3.init_from=none", "stages.stage3.max_tokens=200",
+         "callbacks.model_checkpoint.every_n_train_steps=1",
          "pipeline.export=false"]
 
 

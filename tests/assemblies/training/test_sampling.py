@@ -33,3 +33,18 @@ def test_bad_mixture_is_rejected():
         MixtureBatchSampler([10, 10], [1.0], 2, 2)
     with pytest.raises(ValueError, match="non-empty"):
         MixtureBatchSampler([0], [1.0], 2, 2)
+
+
+def test_token_budget_fills_batches_by_padded_length():
+    # Corpus 0: 40-token samples, corpus 1: 400-token videos. Budget 800 padded tokens, cap 32 samples.
+    sampler = MixtureBatchSampler([100, 100], [0.5, 0.5], batch_size=32, num_batches=50, seed=0,
+                                  max_tokens=800, corpus_tokens=[40, 400])
+    for batch in sampler:
+        lengths = [40 if i < 100 else 400 for i in batch]
+        assert max(lengths) * len(lengths) <= 800 or len(batch) == 1
+        assert len(batch) <= 20
+    only_images = MixtureBatchSampler([100, 100], [1.0, 0.0], batch_size=32, num_batches=3, max_tokens=800,
+                                      corpus_tokens=[40, 400])
+    assert all(len(b) == 20 for b in only_images)  # 20 x 40 = 800
+    with pytest.raises(ValueError, match="corpus_tokens"):
+        MixtureBatchSampler([10], [1.0], 2, 2, max_tokens=100)
