@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 import tempfile
 from pathlib import Path

@@ -35,7 +35,7 @@ class MultimodalDataModule(LightningDataModule):
 
     Args:
         corpora: name -> factory called as ``factory(split=, size=, seed=)``.
-        process: record -> Sample for training (the processor with ``train=True``).
+        process: record -> Sample for training (the processor in ``mode="train"``).
         pad_id: the tokenizer's padding id.
         mix: corpus name -> sampling weight for this stage.
         heldout: corpus names evaluated; each is split into one validation set per ``record.task``.
