@@ -80,7 +80,8 @@ def _hydra_choices() -> tuple[dict, list]:
     if not HydraConfig.initialized():
         return {}, []
     hydra_cfg = HydraConfig.get()
-    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items()
+               if not k.startswith("hydra/") and "@" not in k and v is not None}  # top-level groups only
     return choices, list(hydra_cfg.overrides.task)
 
 
