@@ -19,10 +19,15 @@ COLUMNS = (("val/acc", "held-out acc", ".3f"), ("tokens_per_sample", "LLM tok/sa
            ("tokens_per_s", "tok/s", ".0f"), ("peak_memory_mb", "peak MB", ".0f"))
 
 
-def _label(run: dict) -> str:
-    """The run's distinguishing overrides (without the assembly/scale common to a sweep), e.g. ``resampler=mlp seed=1``."""
-    parts = [o for o in run.get("overrides", []) if not o.startswith(("+assembly", "scale=", "hydra", "paths"))]
+def _label(run: dict, common: set[str] = frozenset()) -> str:
+    """The run's distinguishing overrides (those not shared by every run), e.g. ``resampler=mlp seed=1``."""
+    parts = [o for o in run.get("overrides", []) if o not in common and not o.startswith(("hydra", "paths"))]
     return " ".join(parts) or run.get("dir", "?")
+
+
+def _common_overrides(runs: list[dict]) -> set[str]:
+    sets = [set(run.get("overrides", [])) for run in runs]
+    return set.intersection(*sets) if len(sets) > 1 else set()
 
 
 def load_runs(sweep_dir: str | Path) -> list[dict]:
@@ -44,8 +49,10 @@ def summarise(sweep_dir: str | Path) -> tuple[str, Path | None]:
     runs = load_runs(sweep_dir)
     header = "| run | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+    common = _common_overrides(runs)
     for run in runs:
-        lines.append(f"| {_label(run)} | " + " | ".join(_fmt(run.get(k), spec) for k, _, spec in COLUMNS) + " |")
+        run["label"] = _label(run, common)
+        lines.append(f"| {run['label']} | " + " | ".join(_fmt(run.get(k), spec) for k, _, spec in COLUMNS) + " |")
     table = "\n".join(lines)
     (sweep_dir / "summary.md").write_text(table + "\n")
     if not runs:
@@ -62,7 +69,7 @@ def _plot(runs: list[dict], path: Path) -> Path:
 
     groups: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
-        groups[" ".join(p for p in _label(run).split() if not p.startswith("seed="))].append(run)
+        groups[" ".join(p for p in run["label"].split() if not p.startswith("seed="))].append(run)
     fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4 * len(COLUMNS), 3.6))
     names = list(groups)
     for ax, (key, title, _) in zip(axes, COLUMNS):
