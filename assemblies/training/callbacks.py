@@ -23,14 +23,16 @@ def peak_memory_mb(device: torch.device) -> float:
 class Throughput(Callback):
     """Logs ``train/tokens_per_s`` (LLM tokens incl. visual placeholders) and keeps run totals.
 
-    The first ``skip`` batches are left out of the totals: they include one-off start-up costs.
-    ``summary()`` gives tokens/s, LLM tokens per sample and peak memory for the stage report.
+    The first ``skip`` batches are left out of the totals (they include one-off start-up costs)
+    unless the stage has no others. ``summary()`` gives tokens/s, LLM tokens per sample and peak
+    memory for the stage report.
     """
 
     def __init__(self, skip: int = 2) -> None:
         self.skip = skip
-        self.tokens = self.samples = self.batches = 0
-        self.seconds = 0.0
+        self.batches = 0
+        # [tokens, samples, seconds] of the first `skip` batches and of the rest
+        self.warmup, self.steady = [0, 0, 0.0], [0, 0, 0.0]
         self._started = 0.0
         self._peak_mb = 0.0
 
@@ -44,16 +46,17 @@ class Throughput(Callback):
         seconds = time.perf_counter() - self._started
         tokens = int(batch.attention_mask.sum())
         self.batches += 1
-        if self.batches > self.skip:
-            self.tokens += tokens
-            self.samples += batch.batch_size
-            self.seconds += seconds
+        totals = self.steady if self.batches > self.skip else self.warmup
+        totals[0] += tokens
+        totals[1] += batch.batch_size
+        totals[2] += seconds
         pl_module.log("train/tokens_per_s", tokens / max(seconds, 1e-9), prog_bar=True, batch_size=batch.batch_size)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._peak_mb = peak_memory_mb(pl_module.device)
 
     def summary(self) -> dict[str, float]:
-        return {"tokens_per_s": self.tokens / self.seconds if self.seconds else float("nan"),
-                "tokens_per_sample": self.tokens / self.samples if self.samples else float("nan"),
+        tokens, samples, seconds = self.steady if self.steady[1] else self.warmup
+        return {"tokens_per_s": tokens / seconds if seconds else float("nan"),
+                "tokens_per_sample": tokens / samples if samples else float("nan"),
                 "peak_memory_mb": self._peak_mb}

@@ -223,7 +223,8 @@ def train(cfg: DictConfig) -> float:
     if not main_process:
         return float(summary.get(cfg.optimized_metric) or float("nan"))
     if cfg.pipeline.export and results and results[-1]["finished"]:
-        summary["export_dir"] = str(report.export(model, cfg, output_dir / "export"))
+        exported = report.export(model, output_dir / "export")
+        summary["export_dir"] = str(exported) if exported else None
     if cfg.pipeline.plots:
         summary["plots"] = [str(p) for p in report.plot_curves([output_dir / r["stage"] for r in results], output_dir)]
     (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))

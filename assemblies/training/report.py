@@ -85,11 +85,19 @@ def _hydra_choices() -> tuple[dict, list]:
     return choices, list(hydra_cfg.overrides.task)
 
 
-def export(model: nn.Module, cfg: DictConfig, out_dir: Path) -> Path:
-    """The final weights in the official MiniCPM-V 4.5 layout (the assembly's exporter)."""
+def export(model: nn.Module, out_dir: Path) -> Path | None:
+    """The final weights in the official MiniCPM-V 4.5 layout (the assembly's exporter).
+
+    Returns None (with a warning) for topologies the official layout cannot express, e.g. an MLP
+    projector in the resampler slot; their weights are still in each stage's ``model.safetensors``.
+    """
     from assemblies.checkpoints.official import export_official
 
-    return Path(export_official(model, out_dir))
+    try:
+        return Path(export_official(model, out_dir))
+    except ValueError as error:
+        log.warning("no official-format export: %s (the stage weights are in <stage>/model.safetensors)", error)
+        return None
 
 
 def plot_curves(stage_dirs: list[Path], out_dir: Path) -> list[Path]:
