@@ -35,32 +35,38 @@ log = logging.getLogger(__name__)
 def check_capacity(model_cfg: DictConfig, trainer_cfg: DictConfig, stages: list[DictConfig]) -> None:
     """Stop before building anything when the machine cannot hold the model and its optimizer state.
 
-    Estimate per stage (fp32 AdamW, no sharding): 16 bytes per trainable parameter (weight, grad, two
-    moments) + 4 per frozen one, against the RAM (CPU) or the summed memory of the requested GPUs.
+    Uses the assembly's estimate (``assemblies.memory.stage_memory``: weights, gradients, AdamW state;
+    activations excluded) for the largest stage, against the RAM (CPU) or the memory of one GPU
+    (divided over the GPUs when the strategy shards, i.e. FSDP/DeepSpeed).
 
     Raises:
         SystemExit: with what the run would need.
     """
+    from assemblies.memory import WEIGHT_BYTES, Stage, stage_memory
+
     with torch.device("meta"):
         model = instantiate(model_cfg)
-    sizes = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in ("vpm", "resampler", "llm")}
-    total = sum(sizes.values())
-    need = max(16 * sum(sizes[b] for b in stage.trainable) + 4 * (total - sum(sizes[b] for b in stage.trainable))
-               for stage in stages)
+    precision = resolve_precision(trainer_cfg.precision)
+    precision = precision if precision in WEIGHT_BYTES else "32-true"  # unmodelled: assume the largest
     use_gpu = torch.cuda.is_available() and trainer_cfg.accelerator in ("auto", "gpu", "cuda")
+    devices = int(trainer_cfg.devices) if use_gpu and str(trainer_cfg.devices).isdigit() else 1
+    shards = devices * int(trainer_cfg.num_nodes) if "fsdp" in str(trainer_cfg.strategy).lower() or \
+        "deepspeed" in str(trainer_cfg.strategy).lower() else 1
+    need = max(stage_memory(model, Stage(str(s.name), list(s.trainable), to_plain(s.lora) or {}), precision,
+                            [shards])["per_gpu"][shards] for s in stages)
     if use_gpu:
-        devices = torch.cuda.device_count() if trainer_cfg.devices in ("auto", -1) else int(trainer_cfg.devices)
-        have = sum(torch.cuda.get_device_properties(i).total_memory for i in range(min(devices, torch.cuda.device_count())))
-        where = f"{devices} GPU(s)"
+        have = min(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
+        where = "one GPU"
     else:
         import os
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         where = "CPU RAM"
     if need > have:
+        total = sum(p.numel() for p in model.parameters())
         raise SystemExit(
-            f"this model has {total:,} parameters; training its largest stage needs about {need / 2**30:.0f} GiB for "
-            f"weights, gradients and AdamW state (fp32, before activations) but {where} offers {have / 2**30:.0f} GiB. "
-            f"Use GPUs with FSDP (trainer=fsdp, e.g. 8x80 GB), or the tiny scale: scale=tiny")
+            f"this model has {total:,} parameters; its largest stage needs about {need / 2**30:.0f} GiB per device "
+            f"for weights, gradients and AdamW state ({precision}, before activations) but {where} offers "
+            f"{have / 2**30:.0f} GiB. Use GPUs with FSDP (trainer=fsdp, e.g. 8 x 80 GB) or the tiny scale: scale=tiny")
 
 
 def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, stage_dir: Path) -> None:
