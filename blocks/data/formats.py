@@ -328,3 +328,23 @@ def _number(entry: _Entry, key: str, default: float | None) -> float | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
         raise entry.error(f"{key!r} must be a positive number, got {value!r}")
     return value
+
+
+def official_corpus(train: str | os.PathLike, heldout: str | os.PathLike | None = None,
+                    root: str | os.PathLike | None = None, *, split: str = "train", size: int | None = None,
+                    seed: int = 0, **options: Any) -> OfficialJsonDataset:
+    """A corpus factory over official-format files, for a training stage's data mix.
+
+    The training data module calls every corpus as ``factory(split=, size=, seed=)``; a file corpus
+    ignores ``size`` and ``seed`` (its records are the file's) and picks the file by ``split``.
+
+    Args:
+        train: the training file (JSON list or JSONL).
+        heldout: the held-out file; required only when the corpus is listed as held-out.
+        root: folder media paths are relative to (default: each file's folder).
+        options: passed to ``OfficialJsonDataset`` (``video_fps``, ``max_packing``, ``task``, ...).
+    """
+    path = train if split == "train" else heldout
+    if path is None:
+        raise ValueError(f"corpus over {train} has no {split!r} file; set `heldout:` to evaluate on it")
+    return OfficialJsonDataset(path, root, **options)

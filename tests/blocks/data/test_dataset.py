@@ -189,3 +189,18 @@ def test_all_skipped_batch_is_empty_but_typed():
     assert batch.batch_size == 0 and batch.num_groups == 0 and batch.skipped == [("a", "r")]
     assert batch.patches.shape == (0, 588) and batch.input_ids.dtype == torch.long
     assert np.array_equal(batch.image_bound.shape, (0, 3))
+
+
+def test_official_corpus_picks_the_file_by_split(tmp_path):
+    from blocks.data.formats import official_corpus
+
+    for name, answer in (("train.jsonl", "yes"), ("heldout.jsonl", "no")):
+        line = {"id": name, "conversations": [{"role": "user", "content": "Is it?"},
+                                              {"role": "assistant", "content": answer}]}
+        (tmp_path / name).write_text(json.dumps(line) + "\n")
+    train = official_corpus(tmp_path / "train.jsonl", tmp_path / "heldout.jsonl", split="train", size=5, seed=1)
+    heldout = official_corpus(tmp_path / "train.jsonl", tmp_path / "heldout.jsonl", split="heldout", size=5)
+    assert len(train) == 1 and train[0].conversations[1]["content"] == "yes"
+    assert heldout[0].conversations[1]["content"] == "no"
+    with pytest.raises(ValueError, match="heldout"):
+        official_corpus(tmp_path / "train.jsonl", split="heldout")
