@@ -63,3 +63,19 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     # Rank 1 ran inside the same Hydra run directory (its log is there) and created no directory of its own.
     assert (tmp_path / "train_ddp_process_1.log").is_file()
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [".hydra", "stage1", "stage3"]
+
+
+@pytest.mark.slow
+def test_a_stage_trains_on_an_official_format_jsonl(tmp_path):
+    lines = [{"id": f"c{i}", "conversations": [{"role": "user", "content": f"What is {i} plus one?"},
+                                               {"role": "assistant", "content": f"<think>\n{i}+1\n</think>\n\n{i + 1}"}]}
+             for i in range(12)]
+    data = tmp_path / "cot.jsonl"
+    data.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    corpus = f"{{_target_: blocks.data.formats.official_corpus, _partial_: true, train: {data}}}"
+    done = _train(*FAST, "pipeline.stages=[sft_long_cot]", "stages.sft_long_cot.init_from=none",
+                  f"+data.corpora.cot={corpus}", "~stages.sft_long_cot.data.mix",
+                  "+stages.sft_long_cot.data.mix={cot: 1.0}", "pipeline.export=false", f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "== sft_long_cot: 2 steps" in done.stdout
+    assert (tmp_path / "run" / "sft_long_cot" / "model.safetensors").is_file()
