@@ -26,6 +26,19 @@ from torch import Tensor
 IGNORE_INDEX = -100
 
 
+def packed_layout_problems(rows: Tensor, tgt_sizes: Tensor, temporal_ids: Tensor, group_sizes: Tensor) -> list[str]:
+    """What is inconsistent between packed visual rows [N, ...] and the tensors that describe them."""
+    problems = []
+    num_patches = int((tgt_sizes[:, 0] * tgt_sizes[:, 1]).sum()) if len(tgt_sizes) else 0
+    if rows.shape[0] != num_patches:
+        problems.append(f"{rows.shape[0]} patch rows but tgt_sizes describe {num_patches} patches")
+    if len(temporal_ids) != len(tgt_sizes):
+        problems.append(f"{len(temporal_ids)} temporal_ids for {len(tgt_sizes)} slices")
+    if int(group_sizes.sum()) != len(tgt_sizes) or bool((group_sizes < 1).any()):
+        problems.append(f"group_sizes {group_sizes.tolist()} must be >= 1 and sum to {len(tgt_sizes)} slices")
+    return problems
+
+
 def empty_visual(patch_dim: int = 3 * 14 * 14) -> dict[str, Tensor]:
     """The packed visual fields of a sample that has no image or video."""
     return {
@@ -56,16 +69,9 @@ class Sample:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        n_patches = int((self.tgt_sizes[:, 0] * self.tgt_sizes[:, 1]).sum()) if len(self.tgt_sizes) else 0
-        problems = []
+        problems = packed_layout_problems(self.patches, self.tgt_sizes, self.temporal_ids, self.group_sizes)
         if self.input_ids.shape != self.labels.shape:
             problems.append(f"labels {tuple(self.labels.shape)} != input_ids {tuple(self.input_ids.shape)}")
-        if self.patches.shape[0] != n_patches:
-            problems.append(f"{self.patches.shape[0]} patches but tgt_sizes describe {n_patches}")
-        if len(self.temporal_ids) != len(self.tgt_sizes):
-            problems.append(f"{len(self.temporal_ids)} temporal_ids for {len(self.tgt_sizes)} slices")
-        if int(self.group_sizes.sum()) != len(self.tgt_sizes):
-            problems.append(f"group_sizes sum {int(self.group_sizes.sum())} != {len(self.tgt_sizes)} slices")
         if len(self.image_bound) != len(self.group_sizes):
             problems.append(f"{len(self.image_bound)} image_bound spans for {len(self.group_sizes)} groups")
         if problems:

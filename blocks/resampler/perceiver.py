@@ -33,19 +33,13 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
 from blocks.attention import packed_attention
+from blocks.batch import packed_layout_problems
 from blocks.resampler.sincos import packed_sincos_2d, temporal_sincos
 
 
 def check_packed_layout(x: Tensor, tgt_sizes: Tensor, temporal_ids: Tensor, group_sizes: Tensor) -> None:
     """Raise ValueError when the packed visual fields do not describe each other consistently."""
-    problems = []
-    num_patches = int((tgt_sizes[:, 0] * tgt_sizes[:, 1]).sum()) if len(tgt_sizes) else 0
-    if x.shape[0] != num_patches:
-        problems.append(f"x has {x.shape[0]} rows but tgt_sizes describe {num_patches} patches")
-    if len(temporal_ids) != len(tgt_sizes):
-        problems.append(f"{len(temporal_ids)} temporal_ids for {len(tgt_sizes)} slices")
-    if int(group_sizes.sum()) != len(tgt_sizes) or bool((group_sizes < 1).any()):
-        problems.append(f"group_sizes {group_sizes.tolist()} must be >= 1 and sum to {len(tgt_sizes)} slices")
+    problems = packed_layout_problems(x, tgt_sizes, temporal_ids, group_sizes)
     if problems:
         raise ValueError("inconsistent packed visual input: " + "; ".join(problems))
 
