@@ -234,5 +234,8 @@ def train(cfg: DictConfig) -> float:
     if cfg.pipeline.plots:
         summary["plots"] = [str(p) for p in report.plot_curves([output_dir / r["stage"] for r in results], output_dir)]
     (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    print(f"run directory: {output_dir}\n  stage checkpoints and logs: <stage>/, metrics: metrics.json, "
+          f"curves: {', '.join(Path(p).name for p in summary.get('plots', [])) or 'off'}, "
+          f"official-format export: {summary.get('export_dir') or 'none'}", flush=True)
     metric = summary.get(cfg.optimized_metric)
     return float(metric) if metric is not None else float("nan")
