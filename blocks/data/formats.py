@@ -46,6 +46,7 @@ from typing import Any, Callable
 import numpy as np
 
 from blocks.data.errors import SampleError
+from blocks.data.json_spans import line_spans, list_spans
 from blocks.data.image_io import DEFAULT_MAX_PIXELS, image_size, load_image
 from blocks.data.record import IMAGE_MARKER, VIDEO_MARKER, Record, VideoClip
 from blocks.data.video import MAX_PACKING_LIMIT, clip_from_frames, plan_frames, probe_video, read_video
@@ -125,7 +126,7 @@ class OfficialJsonDataset:
         # Row k = (start, end, line): entry k is self._text[start:end]. One string and one integer array, not a
         # list of dicts: forked DataLoader workers would copy every object whose refcount they touch.
         is_list = self._text.lstrip().startswith("[")
-        spans = _list_spans(self._text, self.path.name) if is_list else _line_spans(self._text)
+        spans = list_spans(self._text, self.path.name) if is_list else line_spans(self._text)
         self._spans = np.array(spans, dtype=np.int64).reshape(-1, 3)
 
     def __len__(self) -> int:
@@ -219,50 +220,6 @@ class OfficialJsonDataset:
         n_frames, native_fps = probe_video(path) if files is None else (len(files), rate)
         indices, packing = plan_frames(n_frames, native_fps, fps, **options)
         return -(-len(indices) // packing)
-
-
-def _line_spans(text: str) -> list[tuple[int, int, int]]:
-    """(start, end, line) of every non-blank line; lines are parsed (and may fail) one by one at access."""
-    spans, start = [], 0
-    for number, line in enumerate(text.splitlines(keepends=True), 1):
-        if line.strip():
-            spans.append((start, start + len(line), number))
-        start += len(line)
-    return spans
-
-
-def _list_spans(text: str, name: str) -> list[tuple[int, int, int]]:
-    """(start, end, line) of every entry of a JSON list; a malformed list fails here, naming its line."""
-    decoder = json.JSONDecoder()
-    spans: list[tuple[int, int, int]] = []
-    position, line, counted_to = text.index("[") + 1, 1, 0
-
-    def skip_blank(at: int) -> int:
-        while at < len(text) and text[at] in " \t\r\n":
-            at += 1
-        return at
-
-    position = skip_blank(position)
-    if position < len(text) and text[position] == "]":
-        return spans
-    while True:
-        try:
-            _, end = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as failure:
-            raise SampleError(f"malformed JSON list: {failure.msg} at column {failure.colno}",
-                              where=f"{name}:{failure.lineno}", reason="malformed_json") from failure
-        line += text.count("\n", counted_to, position)
-        counted_to = position
-        spans.append((position, end, line))
-        position = skip_blank(end)
-        if position < len(text) and text[position] == ",":
-            position = skip_blank(position + 1)
-        elif position < len(text) and text[position] == "]":
-            return spans
-        else:
-            at_line = line + text.count("\n", counted_to, position)
-            raise SampleError("malformed JSON list: expected ',' or ']' after an entry", where=f"{name}:{at_line}",
-                              reason="malformed_json")
 
 
 def _conversations(value: Any, fail: Callable[..., SampleError]) -> list[dict[str, str]]:
