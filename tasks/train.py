@@ -9,9 +9,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Python puts this script's folder first on sys.path, where tasks/inspect.py would shadow the standard
-# library's `inspect`; the repository root goes there instead (also: runs from a checkout uninstalled).
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+# Run as a script, tasks/ leads sys.path and tasks/inspect.py would shadow the standard library's
+# ``inspect`` (imported by dataclasses, hydra, ...): the repository root takes that slot instead.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
