@@ -100,3 +100,13 @@ def test_a_bad_block_argument_fails_binding_before_anything_is_built():
 def test_inspect_still_composes_with_the_training_stages():
     cfg = _compose([*BASE, "stage=stage2"], name="inspect")
     assert list(cfg.stage.trainable) == ["vpm", "resampler"]
+
+
+@pytest.mark.parametrize("scale, font_size", [("full", 10), ("tiny", 14)])
+def test_scale_picks_a_page_layout_that_fits(scale, font_size):
+    from blocks.data.synthetic.documents import PageLayout
+
+    cfg = _compose([*BASE, f"scale={scale}"])
+    layout = PageLayout.from_dict(OmegaConf.to_container(cfg.page_layout, resolve=True))  # validates the fit
+    assert layout.font_size == font_size
+    assert OmegaConf.to_container(cfg.data.corpora.documents, resolve=True)["layout"] == cfg.page_layout

@@ -1,8 +1,8 @@
 """Rendered text pages with known word boxes: OCR, knowledge and unified corruption tasks.
 
-A page (112 x 112 px, Pillow's built-in default font at 10 px) states three facts "country ->
-capital" drawn from a made-up world, each fact **twice** in different wordings ("Zorvia: Kelm" ...
-"Kelm is in Zorvia"), plus two filler lines, in random line order. The pairing is random per page, so
+A page (``PageLayout``; default 112 x 112 px, Pillow's built-in font at 10 px) states a few facts
+"country -> capital" drawn from a made-up world (default three), each fact **twice** in different
+wordings ("Zorvia: Kelm" ... "Kelm is in Zorvia"), plus filler lines, in random line order. The pairing is random per page, so
 answers must be read from the page; the repetition makes any one statement inferable from its twin.
 
 Tasks (chance = best blind answer):
@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageFont
@@ -27,9 +27,6 @@ from blocks.data.corruption import CorruptionConfig, Level, TextRegion, corrupt_
 from blocks.data.record import Record
 from blocks.data.synthetic.base import SyntheticCorpus
 
-PAGE_SIZE = 112
-FONT_SIZE = 10
-LINE_HEIGHT = 13
 COUNTRIES = ("Zorvia", "Bantor", "Quelia", "Morvak", "Tessin", "Ulmar",
              "Drevia", "Paxon", "Korrin", "Velta", "Siran", "Ostel")
 CAPITALS = ("Kelm", "Vost", "Arno", "Pell", "Duma", "Rikk", "Sone", "Tarn", "Lask", "Miro", "Brel", "Gant")
@@ -37,55 +34,114 @@ FILLER = ("the old map", "salt and wool", "notes on trade", "see the list", "by 
           "a short guide", "north and south", "roads and ports")
 # Wordings of one fact; {c} = country, {k} = capital. Every wording fits the page width.
 FORMS = ("{c}: {k}", "{k} is in {c}", "{c} capital: {k}", "{k} rules {c}")
-FACTS_PER_PAGE = 3
-FILLER_LINES = 2
 OCR_QUESTIONS = ("What is the word in the box?", "Read the boxed word.", "Which word is marked?")
 MULTI_OCR_QUESTIONS = ("What are the words in the boxes?", "Read the boxed words.")
 KNOWLEDGE_QUESTIONS = ("What is the capital of {c}?", "Which city is the capital of {c}?", "Name the capital of {c}.")
 PAPER, INK = (255, 255, 255), (20, 20, 20)
+MAX_INDENT = 6  # lines start 3-6 px from the left edge
+
+
+@dataclass(frozen=True)
+class PageLayout:
+    """Geometry and content amount of a page.
+
+    Attributes:
+        size: page width = height in px.
+        font_size: px size of Pillow's built-in font (needs FreeType; Pillow wheels ship it).
+        line_height: px from one line's top to the next.
+        stroke: extra ink around every glyph in px (0: regular, 1: bold). A from-scratch tiny
+            vision tower reads bold 14-px words far sooner than regular ones (see ``conf/pipeline``).
+        facts: country -> capital facts per page, each stated twice in two different ``forms``.
+        filler_lines: lines without facts.
+        forms: wordings of a fact, ``{c}`` = country, ``{k}`` = capital; at least two.
+
+    Raises:
+        ValueError: when the lines do not fit on the page (checked for every word and wording).
+    """
+
+    size: int = 112
+    font_size: int = 10
+    line_height: int = 13
+    stroke: int = 0
+    facts: int = 3
+    filler_lines: int = 2
+    forms: tuple[str, ...] = FORMS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "forms", tuple(self.forms))
+        if len(self.forms) < 2 or not all("{c}" in f and "{k}" in f for f in self.forms):
+            raise ValueError(f"page layout: need at least two forms, each with {{c}} and {{k}}; got {self.forms}")
+        if self.lines * self.line_height > self.size - 4:
+            raise ValueError(f"page layout: {self.lines} lines of {self.line_height}px do not fit on a "
+                             f"{self.size}px page")
+        texts = [f.format(c=c, k=k) for f in self.forms for c in COUNTRIES for k in CAPITALS] + list(FILLER)
+        widest = max(texts, key=font(self.font_size).getlength)
+        if MAX_INDENT + self.text_width(widest) > self.size - 2:
+            raise ValueError(f"page layout: {widest!r} is {self.text_width(widest)}px wide at font size "
+                             f"{self.font_size}, too wide for a {self.size}px page")
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping | None) -> PageLayout:
+        """Build from a plain mapping (e.g. a Hydra node); unknown keys are an error."""
+        cfg = dict(cfg or {})
+        unknown = set(cfg) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"page layout: unknown keys {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
+        return cls(**cfg)
+
+    @property
+    def lines(self) -> int:
+        return 2 * self.facts + self.filler_lines
+
+    def text_width(self, text: str) -> int:
+        """Ink width of ``text`` in px, strokes included."""
+        return round(font(self.font_size).getlength(text)) + 2 * self.stroke
 
 
 @lru_cache(maxsize=None)
-def font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """Pillow's built-in font (no file on disk; a fixed-size bitmap font when FreeType is missing)."""
-    return ImageFont.load_default(size=FONT_SIZE)
+def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's built-in font at ``size`` px (no file on disk)."""
+    return ImageFont.load_default(size=size)
 
 
 @lru_cache(maxsize=4096)
-def glyphs(text: str) -> tuple[Image.Image, int]:
-    """``text`` rendered once as an "L" ink mask with its origin at (0, 0), and its advance width.
+def glyphs(text: str, font_size: int, line_height: int, stroke: int) -> tuple[Image.Image, int]:
+    """``text`` rendered once as an "L" ink mask with its pen origin at (stroke, stroke), and its advance.
 
     FreeType rendering dominates page generation, and the vocabulary is closed, so each piece of
     text is rendered once per process and pasted after that (same pixels as drawing it in place).
     """
-    f = font()
+    f = font(font_size)
     advance = f.getlength(text)
-    mask = Image.new("L", (math.ceil(advance) + 4, LINE_HEIGHT + 4), 0)
-    ImageDraw.Draw(mask).text((0, 0), text, fill=255, font=f)
+    mask = Image.new("L", (math.ceil(advance) + 4 + 2 * stroke, line_height + 4 + 2 * stroke), 0)
+    ImageDraw.Draw(mask).text((stroke, stroke), text, fill=255, font=f, stroke_width=stroke, stroke_fill=255)
     return mask, round(advance)
 
 
-def render_page(lines: list[list[tuple[str, int | None]]], rng: random.Random) -> tuple[Image.Image, list[TextRegion]]:
+def render_page(lines: list[list[tuple[str, int | None]]], rng: random.Random,
+                layout: PageLayout = PageLayout()) -> tuple[Image.Image, list[TextRegion]]:
     """Draw lines of pieces; a piece ``(text, group)`` with a group id becomes a ``TextRegion``.
 
     Returns:
         The page image and the regions (tight ink boxes) of all grouped pieces.
     """
-    if len(lines) * LINE_HEIGHT > PAGE_SIZE - 4:
-        raise ValueError(f"{len(lines)} lines do not fit on a {PAGE_SIZE}px page")
-    image = Image.new("RGB", (PAGE_SIZE, PAGE_SIZE), PAPER)
+    if len(lines) * layout.line_height > layout.size - 4:
+        raise ValueError(f"{len(lines)} lines of {layout.line_height}px do not fit on a {layout.size}px page")
+    image = Image.new("RGB", (layout.size, layout.size), PAPER)
     regions = []
     for row, pieces in enumerate(lines):
-        x, y = rng.randint(3, 6), 3 + row * LINE_HEIGHT
+        x, y = rng.randint(MAX_INDENT - 3, MAX_INDENT), 3 + row * layout.line_height
         for text, group in pieces:
-            mask, advance = glyphs(text)
-            image.paste(INK, (x, y, x + mask.width, y + mask.height), mask)
+            mask, advance = glyphs(text, layout.font_size, layout.line_height, layout.stroke)
+            left, top = x - layout.stroke, y - layout.stroke
+            image.paste(INK, (left, top, left + mask.width, top + mask.height), mask)
             if group is not None:
                 x0, y0, x1, y1 = mask.getbbox()
-                regions.append(TextRegion(text, (x + x0, y + y0, x + x1, y + y1), group))
+                regions.append(TextRegion(text, (left + x0, top + y0, left + x1, top + y1), group))
             x += advance
-        if x > PAGE_SIZE - 2:
-            raise ValueError(f"line {''.join(t for t, _ in pieces)!r} is wider than the page")
+        if x + layout.stroke > layout.size - 2:
+            raise ValueError(f"line {''.join(t for t, _ in pieces)!r} is wider than the {layout.size}px page "
+                             f"at font size {layout.font_size}")
     return image, regions
 
 
@@ -103,13 +159,14 @@ def fact_line(form: str, country: str, capital: str, group: int) -> list[tuple[s
     return pieces
 
 
-def random_page(rng: random.Random) -> tuple[Image.Image, list[TextRegion], list[tuple[str, str]], list[str]]:
+def random_page(rng: random.Random, layout: PageLayout = PageLayout()
+                ) -> tuple[Image.Image, list[TextRegion], list[tuple[str, str]], list[str]]:
     """A random page: image, regions of the fact words (group = fact index), facts (country, capital), line texts."""
-    facts = list(zip(rng.sample(COUNTRIES, FACTS_PER_PAGE), rng.sample(CAPITALS, FACTS_PER_PAGE)))
-    lines = [fact_line(form, c, k, g) for g, (c, k) in enumerate(facts) for form in rng.sample(FORMS, 2)]
-    lines += [[(text, None)] for text in rng.sample(FILLER, FILLER_LINES)]
+    facts = list(zip(rng.sample(COUNTRIES, layout.facts), rng.sample(CAPITALS, layout.facts)))
+    lines = [fact_line(form, c, k, g) for g, (c, k) in enumerate(facts) for form in rng.sample(layout.forms, 2)]
+    lines += [[(text, None)] for text in rng.sample(FILLER, layout.filler_lines)]
     rng.shuffle(lines)
-    image, regions = render_page(lines, rng)
+    image, regions = render_page(lines, rng, layout)
     return image, regions, facts, ["".join(t for t, _ in pieces) for pieces in lines]
 
 
@@ -119,6 +176,7 @@ class DocumentCorpus(SyntheticCorpus):
     Args:
         corruption: the level mix for ``doc_corrupt`` (``CorruptionConfig`` or a plain mapping as
             in ``conf/corruption/default.yaml``); default: ``CorruptionConfig()``.
+        layout: page geometry (``PageLayout`` or a plain mapping of its fields); default: ``PageLayout()``.
     """
 
     name = "documents"
@@ -126,14 +184,17 @@ class DocumentCorpus(SyntheticCorpus):
              "doc_corrupt": 1 / (len(COUNTRIES) + len(CAPITALS))}
 
     def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None,
-                 corruption: CorruptionConfig | Mapping | None = None) -> None:
+                 corruption: CorruptionConfig | Mapping | None = None,
+                 layout: PageLayout | Mapping | None = None) -> None:
         super().__init__(size, seed, split, tasks)
+        self.layout = layout if isinstance(layout, PageLayout) else PageLayout.from_dict(layout)
         if corruption is None or isinstance(corruption, CorruptionConfig):
             self.corruption = corruption or CorruptionConfig()
         else:
             self.corruption = CorruptionConfig.from_dict(corruption)
-        if self.corruption.targets > FACTS_PER_PAGE:
-            raise ValueError(f"documents: at most {FACTS_PER_PAGE} targets per page, got {self.corruption.targets}")
+        if self.corruption.targets > self.layout.facts:
+            raise ValueError(f"documents: at most {self.layout.facts} targets per page (one per fact), "
+                             f"got {self.corruption.targets}")
         # Plain OCR is the unified objective with one clean target.
         self._ocr_config = replace(self.corruption, targets=1, levels={"clean": Level()}, probabilities={"clean": 1.0})
 
@@ -145,7 +206,7 @@ class DocumentCorpus(SyntheticCorpus):
         return chance
 
     def _make(self, task: str, rng: random.Random, record_id: str) -> Record:
-        image, regions, facts, lines = random_page(rng)
+        image, regions, facts, lines = random_page(rng, self.layout)
         meta: dict = {"lines": lines, "facts": facts}
         if task == "doc_knowledge":
             country, capital = rng.choice(facts)

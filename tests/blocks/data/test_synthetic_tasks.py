@@ -13,7 +13,7 @@ import pytest
 
 from blocks.data.synthetic import make_corpus
 from blocks.data.synthetic.captions import caption_of
-from blocks.data.synthetic.documents import CAPITALS, COUNTRIES
+from blocks.data.synthetic.documents import CAPITALS, COUNTRIES, PageLayout
 from blocks.data.synthetic.shapes import BACKGROUND, COLOURS, SHAPES, Shape
 from blocks.data.synthetic.videos import count_runs, group_frames
 
@@ -162,3 +162,30 @@ def test_doc_ocr_box_holds_ink_and_names_a_fact_word():
         region = np.asarray(record.images[0])[y0:y1, x0:x1]
         assert (region < 100).all(-1).sum() > 10  # dark ink inside the box
         assert record.answer in {w for fact in record.meta["facts"] for w in fact}
+
+
+LARGE_PRINT = {"font_size": 14, "stroke": 1, "line_height": 18, "facts": 2, "filler_lines": 1,
+               "forms": ["{c}: {k}", "{k} in {c}"]}
+
+
+def test_page_layout_sets_the_amount_of_text_and_its_weight():
+    regular = make_corpus("documents", size=4, tasks=["doc_ocr"])[0]
+    large = make_corpus("documents", size=4, tasks=["doc_ocr"], layout=LARGE_PRINT)[0]
+    assert len(large.meta["lines"]) == 5 and len(large.meta["facts"]) == 2
+    fact_lines = [line for line in large.meta["lines"] if any(c in line for c in COUNTRIES)]
+    assert len(fact_lines) == 4 and all(": " in line or " in " in line for line in fact_lines)
+    ink = [(np.asarray(r.images[0]) < 100).all(-1).mean() for r in (regular, large)]
+    assert ink[1] > 2 * ink[0]  # bold, larger glyphs
+    (x0, y0, x1, y1), = large.meta["target_boxes"]
+    assert x1 - x0 > 30 and y1 - y0 >= 10  # the box still encloses one whole word
+
+
+def test_page_layout_refuses_what_does_not_fit():
+    with pytest.raises(ValueError, match="too wide for a 112px page"):
+        PageLayout(font_size=14)  # the default wordings are too long at 14 px
+    with pytest.raises(ValueError, match="do not fit"):
+        PageLayout(facts=6)
+    with pytest.raises(ValueError, match="unknown keys"):
+        make_corpus("documents", size=1, layout={"font": 12})
+    with pytest.raises(ValueError, match="at most 2 targets"):
+        make_corpus("documents", size=1, layout=LARGE_PRINT, corruption={"targets": 3})
