@@ -28,6 +28,12 @@ def test_full_scale_on_a_cpu_machine_stops_at_once_with_what_it_needs(tmp_path):
     assert not (tmp_path / "stage1").exists()
 
 
+def test_without_an_assembly_it_says_how_to_choose_one(tmp_path):
+    done = _train("scale=tiny", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert done.returncode != 0
+    assert "+assembly=<name> (available: mcpv45)" in done.stderr and "Traceback" not in done.stderr
+
+
 @pytest.mark.slow
 def test_tiny_pipeline_runs_every_stage_exports_and_plots(tmp_path):
     done = _train(*FAST, f"hydra.run.dir={tmp_path}")
