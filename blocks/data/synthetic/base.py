@@ -6,6 +6,11 @@ repeated epochs all see the same data, and ``train`` / ``heldout`` use different
 
 ``chance[task]`` is the accuracy of the best answer a model can give from the question text alone,
 without looking at the media (for balanced tasks: 1 / number of possible answers).
+
+With ``reasoning=True`` (scenes, videos, documents) every answer is preceded by a thinking-mode
+block that works the answer out step by step from what is in the media, ``<think>\n...\n</think>\n\n``
++ answer, the long-CoT SFT format of Qwen3 / MiniCPM-V 4.5; ``record.answer`` stays the short answer
+and ``record.meta["reasoning"]`` holds the trace.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import ClassVar, overload
 
 from PIL import Image
 
+from blocks.data.chat import THINK_CLOSE, THINK_OPEN
 from blocks.data.record import IMAGE_MARKER, Record
 
 SPLITS = ("train", "heldout")
@@ -37,12 +43,14 @@ class SyntheticCorpus(Sequence[Record]):
         seed: selects the random stream (together with ``split``).
         split: ``"train"`` or ``"heldout"``.
         tasks: subset of ``TASKS`` to generate (default: all).
+        reasoning: answer in thinking mode (corpora that implement ``_reasoning``).
     """
 
     name: ClassVar[str]
     TASKS: ClassVar[dict[str, float]]
 
-    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None) -> None:
+    def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None,
+                 reasoning: bool = False) -> None:
         if split not in SPLITS:
             raise ValueError(f"{self.name}: split must be one of {SPLITS}, got {split!r}")
         if size < 0:
@@ -52,7 +60,7 @@ class SyntheticCorpus(Sequence[Record]):
         if unknown or not self.tasks:
             raise ValueError(f"{self.name}: unknown or empty tasks {unknown or list(self.tasks)}; "
                              f"choose from {list(self.TASKS)}")
-        self.size, self.seed, self.split = size, seed, split
+        self.size, self.seed, self.split, self.reasoning = size, seed, split, reasoning
 
     @property
     def chance(self) -> dict[str, float]:
@@ -78,12 +86,21 @@ class SyntheticCorpus(Sequence[Record]):
         # A string seed is hashed with SHA-512 by `random`, so streams do not depend on PYTHONHASHSEED.
         rng = random.Random(f"mcpv/{self.name}/{self.split}/{self.seed}/{index}")
         task = self.tasks[index % len(self.tasks)]
-        return self._make(task, rng, f"{self.name}-{self.split}-{self.seed}-{index}")
+        record = self._make(task, rng, f"{self.name}-{self.split}-{self.seed}-{index}")
+        if self.reasoning:
+            trace = self._reasoning(record)
+            record.meta["reasoning"] = trace
+            record.conversations[-1]["content"] = f"{THINK_OPEN}\n{trace}\n{THINK_CLOSE}\n\n{record.answer}"
+        return record
 
     def __iter__(self) -> Iterator[Record]:
         return (self[i] for i in range(self.size))
 
     def _make(self, task: str, rng: random.Random, record_id: str) -> Record:
+        raise NotImplementedError
+
+    def _reasoning(self, record: Record) -> str:
+        """The thinking-mode trace that leads to ``record.answer``, from the record's ``meta``."""
         raise NotImplementedError
 
     @staticmethod

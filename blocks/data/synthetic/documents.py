@@ -185,8 +185,8 @@ class DocumentCorpus(SyntheticCorpus):
 
     def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None,
                  corruption: CorruptionConfig | Mapping | None = None,
-                 layout: PageLayout | Mapping | None = None) -> None:
-        super().__init__(size, seed, split, tasks)
+                 layout: PageLayout | Mapping | None = None, reasoning: bool = False) -> None:
+        super().__init__(size, seed, split, tasks, reasoning)
         self.layout = layout if isinstance(layout, PageLayout) else PageLayout.from_dict(layout)
         if corruption is None or isinstance(corruption, CorruptionConfig):
             self.corruption = corruption or CorruptionConfig()
@@ -217,5 +217,25 @@ class DocumentCorpus(SyntheticCorpus):
             image = doc.image
             question = rng.choice(OCR_QUESTIONS if len(doc.targets) == 1 else MULTI_OCR_QUESTIONS)
             answer = " ".join(t.text for t in doc.targets)
-            meta.update(levels=doc.levels, target_boxes=[t.box for t in doc.targets])
+            rows = [min(range(len(lines)), key=lambda r: abs(self._row_centre(r) - (t.box[1] + t.box[3]) / 2))
+                    for t in doc.targets]
+            meta.update(levels=doc.levels, target_boxes=[t.box for t in doc.targets], target_rows=rows)
         return self._image_record(record_id, task, image, question, answer, meta)
+
+    def _row_centre(self, row: int) -> float:
+        return 3 + (row + 0.5) * self.layout.line_height
+
+    def _reasoning(self, record: Record) -> str:
+        lines, facts = record.meta["lines"], record.meta["facts"]
+        if record.task == "doc_knowledge":
+            country = next(c for c, k in facts if k == record.answer)
+            row = next(i for i, line in enumerate(lines) if country in line and record.answer in line)
+            return f'Line {row + 1} says "{lines[row]}".\nSo the capital of {country} is {record.answer}.'
+        steps = []
+        for text, level, row in zip(record.answer.split(" "), record.meta["levels"], record.meta["target_rows"]):
+            fact = next(f for f in facts if text in f)
+            twin = next(i for i, line in enumerate(lines) if i != row and all(word in line for word in fact))
+            state = "clean" if level == "clean" else f"{level}-corrupted"
+            steps.append(f'The box on line {row + 1} is {state}. Line {twin + 1} states the same fact: '
+                         f'"{lines[twin]}". So the boxed word is {text}.')
+        return "\n".join(steps)

@@ -37,8 +37,8 @@ class SceneCorpus(SyntheticCorpus):
     TASKS = {"scene_count": 1 / MAX_COUNT, "scene_colour": 1 / len(COLOURS), "scene_position": 1 / len(POSITIONS)}
 
     def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None,
-                 image_size: int = 112) -> None:
-        super().__init__(size, seed, split, tasks)
+                 image_size: int = 112, reasoning: bool = False) -> None:
+        super().__init__(size, seed, split, tasks, reasoning)
         if image_size < 56:
             raise ValueError(f"scenes: image_size must be >= 56 to fit {MAX_COUNT} objects, got {image_size}")
         self.image_size = image_size
@@ -64,6 +64,22 @@ class SceneCorpus(SyntheticCorpus):
         image = draw_shapes(canvas(self.image_size), shapes)
         return self._image_record(record_id, task, image, question, answer,
                                   {"shapes": [(s.kind, s.colour, round(s.x), round(s.y)) for s in shapes]})
+
+    def _reasoning(self, record: Record) -> str:
+        shapes = record.meta["shapes"]
+        seen = "; ".join(f"a {colour} {kind} at ({x}, {y})" for kind, colour, x, y in shapes)
+        steps = [f"The image is {self.image_size} px wide. I see {seen}."]
+        kind, colour, x, y = shapes[0]  # the asked-about object comes first
+        if record.task == "scene_count":
+            steps.append(f"That is {len(shapes)} shape{'s' if len(shapes) > 1 else ''}.")
+        elif record.task == "scene_colour":
+            steps.append(f"The only {kind} is {colour}.")
+        else:
+            third = self.image_size / 3
+            column, row = ("left", "centre", "right")[int(x // third)], ("top", "middle", "bottom")[int(y // third)]
+            steps.append(f"The only {kind} is in the {column} column and the {row} row, so it is at the "
+                         f"{record.answer}.")
+        return "\n".join(steps)
 
     @staticmethod
     def _distractors(rng: random.Random, target: str) -> list[tuple[str, str]]:

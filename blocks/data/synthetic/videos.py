@@ -52,45 +52,58 @@ class VideoCorpus(SyntheticCorpus):
     TASKS = {"video_direction": 1 / len(DIRECTIONS), "video_order": 1 / 2, "video_flash": 1 / MAX_FLASHES}
 
     def __init__(self, size: int, seed: int = 0, split: str = "train", tasks: Sequence[str] | None = None,
-                 frame_size: int = 56) -> None:
-        super().__init__(size, seed, split, tasks)
+                 frame_size: int = 56, reasoning: bool = False) -> None:
+        super().__init__(size, seed, split, tasks, reasoning)
         self.frame_size = frame_size
         self.radius = (frame_size * 0.1, frame_size * 0.13)
 
     def _make(self, task: str, rng: random.Random, record_id: str) -> Record:
         if task == "video_direction":
-            frames, question, answer = self._direction(rng, rng.randint(4, 6))
+            frames, question, answer, meta = self._direction(rng, rng.randint(4, 6))
         elif task == "video_order":
-            frames, question, answer = self._order(rng, rng.randint(4, 6))
+            frames, question, answer, meta = self._order(rng, rng.randint(4, 6))
         else:
             flashes = rng.randint(1, MAX_FLASHES)
             # k separate runs need at least 2k-1 frames.
-            frames, question, answer = self._flash(rng, rng.randint(max(4, 2 * flashes - 1), 6), flashes)
+            frames, question, answer, meta = self._flash(rng, rng.randint(max(4, 2 * flashes - 1), 6), flashes)
         step, sizes = rng.choice(STEPS), group_frames(len(frames), rng)
         ids = [i * step for i in range(len(frames))]
         starts = [sum(sizes[:g]) for g in range(len(sizes))]
         clip = VideoClip(frames=frames, groups=[ids[a:a + n] for a, n in zip(starts, sizes)], source=record_id)
         return Record(id=record_id, conversations=conversation(VIDEO_MARKER, question, answer), videos=[clip],
-                      task=task, answer=answer)
+                      task=task, answer=answer, meta=meta)
+
+    def _reasoning(self, record: Record) -> str:
+        meta = record.meta
+        if record.task == "video_direction":
+            (x0, y0), (x1, y1) = meta["path"][0], meta["path"][-1]
+            return (f"In the first frame the {meta['kind']} is at ({x0}, {y0}); in the last frame "
+                    f"({len(meta['path'])}) at ({x1}, {y1}).\nSo it moves {record.answer}.")
+        if record.task == "video_order":
+            first = "\n".join(f"The {colour} one appears in frame {frame + 1}." for colour, frame in meta["appear"])
+            return f"{first}\nSo the {record.answer} one came first."
+        states = ", ".join("on" if on else "off" for on in meta["pattern"])
+        return f"The light per frame: {states}.\nIt turns on {record.answer} time{'s' if record.answer != '1' else ''}."
 
     def _frame(self, shapes: list[Shape]) -> Image.Image:
         return draw_shapes(canvas(self.frame_size), shapes)
 
-    def _direction(self, rng: random.Random, n: int) -> tuple[list[Image.Image], str, str]:
+    def _direction(self, rng: random.Random, n: int) -> tuple[list[Image.Image], str, str, dict]:
         s, answer = self.frame_size, rng.choice(DIRECTIONS)
         kind, colour, r = rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.uniform(*self.radius)
         # Travel most of the frame along the motion axis; random offset across it.
         start, end, across = r + 1, s - r - 1, rng.uniform(r + 1, s - r - 1)
         if answer in ("left", "up"):
             start, end = end, start
-        frames = []
+        frames, path = [], []
         for i in range(n):
             along = start + (end - start) * i / (n - 1)
             x, y = (along, across) if answer in ("left", "right") else (across, along)
             frames.append(self._frame([Shape(kind, colour, x, y, r)]))
-        return frames, rng.choice(DIRECTION_QUESTIONS).format(kind=kind), answer
+            path.append((round(x), round(y)))
+        return frames, rng.choice(DIRECTION_QUESTIONS).format(kind=kind), answer, {"kind": kind, "path": path}
 
-    def _order(self, rng: random.Random, n: int) -> tuple[list[Image.Image], str, str]:
+    def _order(self, rng: random.Random, n: int) -> tuple[list[Image.Image], str, str, dict]:
         first_colour, second_colour = rng.sample(list(COLOURS), 2)
         first, second = scatter(rng, self.frame_size, [(rng.choice(SHAPES), first_colour),
                                                        (rng.choice(SHAPES), second_colour)], self.radius)
@@ -99,13 +112,14 @@ class VideoCorpus(SyntheticCorpus):
         frames = [self._frame([s for s, t in ((first, appear_first), (second, appear_second)) if i >= t])
                   for i in range(n)]
         a, b = (first_colour, second_colour) if rng.random() < 0.5 else (second_colour, first_colour)
-        return frames, rng.choice(ORDER_QUESTIONS).format(a=a, b=b), first_colour
+        appear = [(first_colour, appear_first), (second_colour, appear_second)]
+        return frames, rng.choice(ORDER_QUESTIONS).format(a=a, b=b), first_colour, {"appear": appear}
 
-    def _flash(self, rng: random.Random, n: int, flashes: int) -> tuple[list[Image.Image], str, str]:
+    def _flash(self, rng: random.Random, n: int, flashes: int) -> tuple[list[Image.Image], str, str, dict]:
         # Uniform over the on/off patterns with exactly `flashes` runs (at most 2^6 candidates).
         candidates = ([bool(m >> i & 1) for i in range(n)] for m in range(2 ** n))
         patterns = [p for p in candidates if count_runs(p) == flashes]
         pattern, colour = rng.choice(patterns), rng.choice(list(COLOURS))
         (light,) = scatter(rng, self.frame_size, [("circle", colour)], self.radius)
         frames = [self._frame([light] if on else []) for on in pattern]
-        return frames, rng.choice(FLASH_QUESTIONS).format(colour=colour), str(flashes)
+        return frames, rng.choice(FLASH_QUESTIONS).format(colour=colour), str(flashes), {"pattern": pattern}
