@@ -2,8 +2,9 @@
 
 A page (``PageLayout``; default 112 x 112 px, Pillow's built-in font at 10 px) states a few facts
 "country -> capital" drawn from a made-up world (default three), each fact **twice** in different
-wordings ("Zorvia: Kelm" ... "Kelm is in Zorvia"), plus filler lines, in random line order. The pairing is random per page, so
-answers must be read from the page; the repetition makes any one statement inferable from its twin.
+wordings ("Zorvia: Kelm" ... "Kelm is in Zorvia"), plus filler lines, in random line order. The
+pairing is random per page, so answers must be read from the page; the repetition makes any one
+statement inferable from its twin.
 
 Tasks (chance = best blind answer):
 - ``doc_ocr``: one fact word (country or capital) is boxed; "What is the word in the box?" (1/24).
@@ -32,7 +33,7 @@ COUNTRIES = ("Zorvia", "Bantor", "Quelia", "Morvak", "Tessin", "Ulmar",
 CAPITALS = ("Kelm", "Vost", "Arno", "Pell", "Duma", "Rikk", "Sone", "Tarn", "Lask", "Miro", "Brel", "Gant")
 FILLER = ("the old map", "salt and wool", "notes on trade", "see the list", "by the river",
           "a short guide", "north and south", "roads and ports")
-# Wordings of one fact; {c} = country, {k} = capital. Every wording fits the page width.
+# Wordings of one fact; {c} = country, {k} = capital. All fit the default layout's width.
 FORMS = ("{c}: {k}", "{k} is in {c}", "{c} capital: {k}", "{k} rules {c}")
 OCR_QUESTIONS = ("What is the word in the box?", "Read the boxed word.", "Which word is marked?")
 MULTI_OCR_QUESTIONS = ("What are the words in the boxes?", "Read the boxed words.")
@@ -50,7 +51,7 @@ class PageLayout:
         font_size: px size of Pillow's built-in font (needs FreeType; Pillow wheels ship it).
         line_height: px from one line's top to the next.
         stroke: extra ink around every glyph in px (0: regular, 1: bold). A from-scratch tiny
-            vision tower reads bold 14-px words far sooner than regular ones (see ``conf/pipeline``).
+            vision tower reads bold 14-px words far sooner than regular ones (``conf/page_layout/tiny.yaml``).
         facts: country -> capital facts per page, each stated twice in two different ``forms``.
         filler_lines: lines without facts.
         forms: wordings of a fact, ``{c}`` = country, ``{k}`` = capital; at least two.

@@ -76,7 +76,8 @@ class SceneCorpus(SyntheticCorpus):
             steps.append(f"The only {kind} is {colour}.")
         else:
             third = self.image_size / 3
-            column, row = ("left", "centre", "right")[int(x // third)], ("top", "middle", "bottom")[int(y // third)]
+            column = ("left", "centre", "right")[min(2, int(x // third))]
+            row = ("top", "middle", "bottom")[min(2, int(y // third))]
             steps.append(f"The only {kind} is in the {column} column and the {row} row, so it is at the "
                          f"{record.answer}.")
         return "\n".join(steps)
