@@ -36,8 +36,8 @@ REASONING = ("documents", "scenes", "videos")
 # `blocks.data.digits` builds on this package's base module, so it is imported when used, not here.
 NAMES = tuple(sorted([*CORPORA, "digits"]))
 
-__all__ = ["CORPORA", "NAMES", "REASONING", "SPLITS", "CaptionCorpus", "DocumentCorpus", "SceneCorpus", "SyntheticCorpus",
-           "VideoCorpus", "conversation", "make_corpus", "record_texts", "tokenizer_corpus"]
+__all__ = ["CORPORA", "NAMES", "REASONING", "SPLITS", "CaptionCorpus", "DocumentCorpus", "SceneCorpus",
+           "SyntheticCorpus", "VideoCorpus", "conversation", "make_corpus", "record_texts", "tokenizer_corpus"]
 
 
 def make_corpus(name: str, size: int | None = None, seed: int = 0, split: str = "train", **options) -> Sequence[Record]:
