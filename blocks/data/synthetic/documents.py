@@ -94,6 +94,10 @@ class PageLayout:
     def lines(self) -> int:
         return 2 * self.facts + self.filler_lines
 
+    def line_top(self, row: int) -> int:
+        """Pen y of line ``row`` (lines start 3 px below the top edge)."""
+        return 3 + row * self.line_height
+
     def text_width(self, text: str) -> int:
         """Ink width of ``text`` in px, strokes included."""
         return round(font(self.font_size).getlength(text)) + 2 * self.stroke
@@ -131,7 +135,7 @@ def render_page(lines: list[list[tuple[str, int | None]]], rng: random.Random,
     image = Image.new("RGB", (layout.size, layout.size), PAPER)
     regions = []
     for row, pieces in enumerate(lines):
-        x, y = rng.randint(MAX_INDENT - 3, MAX_INDENT), 3 + row * layout.line_height
+        x, y = rng.randint(MAX_INDENT - 3, MAX_INDENT), layout.line_top(row)
         for text, group in pieces:
             mask, advance = glyphs(text, layout.font_size, layout.line_height, layout.stroke)
             left, top = x - layout.stroke, y - layout.stroke
@@ -218,13 +222,12 @@ class DocumentCorpus(SyntheticCorpus):
             image = doc.image
             question = rng.choice(OCR_QUESTIONS if len(doc.targets) == 1 else MULTI_OCR_QUESTIONS)
             answer = " ".join(t.text for t in doc.targets)
-            rows = [min(range(len(lines)), key=lambda r: abs(self._row_centre(r) - (t.box[1] + t.box[3]) / 2))
+            # The line whose middle is nearest the middle of each target box.
+            middle = [self.layout.line_top(r) + self.layout.line_height / 2 for r in range(len(lines))]
+            rows = [min(range(len(lines)), key=lambda r: abs(middle[r] - (t.box[1] + t.box[3]) / 2))
                     for t in doc.targets]
             meta.update(levels=doc.levels, target_boxes=[t.box for t in doc.targets], target_rows=rows)
         return self._image_record(record_id, task, image, question, answer, meta)
-
-    def _row_centre(self, row: int) -> float:
-        return 3 + (row + 0.5) * self.layout.line_height
 
     def _reasoning(self, record: Record) -> str:
         lines, facts = record.meta["lines"], record.meta["facts"]
