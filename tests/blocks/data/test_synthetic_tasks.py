@@ -59,7 +59,7 @@ def test_video_order_chance_is_one_half_from_the_question():
 
 
 def test_caption_chance_is_the_most_frequent_caption():
-    corpus = make_corpus("captions", size=1800)
+    corpus = make_corpus("captions", size=1800, tasks=["caption"])
     counts = Counter(r.answer for r in corpus)
     assert corpus.chance["caption"] == pytest.approx(1 / 36)
     top = counts.most_common(1)[0][1] / len(corpus)
@@ -189,3 +189,29 @@ def test_page_layout_refuses_what_does_not_fit():
         make_corpus("documents", size=1, layout={"font": 12})
     with pytest.raises(ValueError, match="at most 2 targets"):
         make_corpus("documents", size=1, layout=LARGE_PRINT, corruption={"targets": 3})
+
+
+def test_dense_captions_name_each_drawn_shape_at_its_place_left_to_right():
+    from blocks.data.synthetic.captions import place_name
+
+    assert place_name(Shape("circle", "red", 10, 10, 5), 112) == "top left"
+    assert place_name(Shape("circle", "red", 56, 56, 5), 112) == "middle"
+    assert place_name(Shape("circle", "red", 100, 60, 5), 112) == "middle right"
+    assert place_name(Shape("circle", "red", 60, 100, 5), 112) == "bottom middle"
+    records = list(make_corpus("captions", size=40, tasks=["dense_caption"]))
+    assert {len(r.answer.split(" and ")) for r in records} == {1, 2, 3, 4}
+    checked = 0
+    for record in records:
+        parts = [re.fullmatch(r"a (\w+) (\w+) at (.+)", p).groups() for p in record.answer.split(" and ")]
+        colours = [colour for colour, _, _ in parts]
+        for colour, _, place in parts:
+            if colours.count(colour) > 1:
+                continue  # pixels of one colour from two shapes: no single centre to check
+            image = np.asarray(record.images[0]).astype(int)
+            rows, cols = np.nonzero(np.abs(image - COLOURS[colour]).sum(-1) < 30)
+            centre = Shape("circle", colour, cols.mean(), rows.mean(), 1)
+            # The drawn centre of mass lies within a few px of the true centre; skip cell borders.
+            if all(abs(v - b) > 4 for v in (centre.x, centre.y) for b in (112 / 3, 224 / 3)):
+                assert place_name(centre, 112) == place, f"{record.id}: {colour} drawn at {centre.x:.0f},{centre.y:.0f}"
+                checked += 1
+    assert checked > 30
