@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 GIB, MIB = 1024 ** 3, 1024 ** 2
 WEIGHT_BYTES = {"bf16-mixed": 2, "bf16-true": 2, "32-true": 4}
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+# Trainable heads that a stage's objective adds outside the assembly (assemblies.contrastive): a few
+# hundred thousand parameters, dropped after their stage, left out of the estimates.
+OBJECTIVE_HEADS = ("contrastive",)
 
 
 @dataclass
@@ -64,9 +67,10 @@ def read_stages(stage_dir: Path) -> tuple[list[Stage], list[str]]:
             log.info("%s has no name/trainable: not a stage, skipped", path)
             continue
         trainable = list(node.trainable)
-        unknown = sorted(set(trainable) - set(SLOTS))
+        unknown = sorted(set(trainable) - set(SLOTS) - set(OBJECTIVE_HEADS))
         if unknown:
-            raise ValueError(f"{path}: trainable lists unknown blocks {unknown}; choose among {list(SLOTS)}")
+            raise ValueError(f"{path}: trainable lists unknown blocks {unknown}; choose among "
+                             f"{[*SLOTS, *OBJECTIVE_HEADS]}")
         lora = OmegaConf.to_container(node.lora, resolve=True) if node.get("lora") else {}
         stages.append(Stage(str(node.name), trainable, lora))
     return stages, skipped
@@ -85,7 +89,7 @@ def stage_memory(model: MiniCPMV, stage: Stage, precision: str, gpus: list[int])
     counts = model.num_params()
     adapters = lora_params(model.llm, int(stage.lora.get("r", 64)),
                            tuple(stage.lora.get("target_modules", DEFAULT_LORA_TARGETS))) if stage.lora else 0
-    trainable = sum(counts[slot] for slot in stage.trainable) + adapters
+    trainable = sum(counts[slot] for slot in stage.trainable if slot not in OBJECTIVE_HEADS) + adapters
     width = WEIGHT_BYTES[precision]
     weights = (counts["total"] + adapters) * width
     grads = trainable * width

@@ -24,7 +24,7 @@ class StageSchema:
     """One training stage (``conf/stage/*.yaml``)."""
 
     name: str = "???"
-    trainable: list[str] = field(default_factory=list)       # blocks: vpm | resampler | llm
+    trainable: list[str] = field(default_factory=list)       # blocks: vpm | resampler | llm | contrastive
     lr: dict[str, float] = field(default_factory=dict)        # per block param group
     data: dict[str, Any] = field(default_factory=dict)        # mix: {corpus: weight}
     max_length: int = 2048
@@ -37,6 +37,8 @@ class StageSchema:
     lora: Optional[dict[str, Any]] = None                     # {r, alpha, dropout, target_modules}
     grad_checkpointing: bool = False
     val_every: int = 0                                        # steps between held-out evals (0: end only)
+    heldout: Optional[list[str]] = None                       # corpora evaluated (None: data.heldout)
+    objective: Any = None                                     # partial (model, vocab_size) -> wrapper; None: next token
     description: str = ""
 
 

@@ -108,3 +108,24 @@ class AnswerMetrics(torch.nn.Module):
     def reset(self) -> None:
         for metric in (self.accuracy, self.anls, self.cer):
             metric.reset()
+
+
+class RetrievalAccuracy(torch.nn.Module):
+    """Image -> text top-1 retrieval inside each evaluation batch (chance: 1 / batch size)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchmetrics.aggregation import MeanMetric
+
+        self.accuracy = MeanMetric()
+
+    def update(self, pair_logits: Tensor) -> None:
+        """pair_logits [B, B], rows images, the matching text on the diagonal."""
+        targets = torch.arange(pair_logits.shape[0], device=pair_logits.device)
+        self.accuracy.update((pair_logits.argmax(1) == targets).float())
+
+    def compute(self) -> dict[str, float]:
+        return {"acc": float(self.accuracy.compute())}
+
+    def reset(self) -> None:
+        self.accuracy.reset()

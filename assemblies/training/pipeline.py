@@ -24,6 +24,8 @@ from torch import nn
 from assemblies.training import report
 from assemblies.training.callbacks import Throughput
 from assemblies.training.config import check_targets, instantiate, resolve_precision, to_plain
+from assemblies.contrastive import ContrastivePretrainer
+from assemblies.training.contrastive_module import ContrastiveModule
 from assemblies.training.datamodule import MultimodalDataModule
 from assemblies.training.module import MLLMModule
 from assemblies.training.stages import add_lora, freeze, merge_lora
@@ -125,19 +127,23 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     stage_dir.mkdir(parents=True, exist_ok=True)
     if stage.lora:
         add_lora(model, **to_plain(stage.lora))
-    frozen = freeze(model, list(stage.trainable), lora_targets_llm=bool(stage.lora))
+    # A stage with an `objective` trains a wrapper around the assembly's blocks (contrastive
+    # pre-training); the assembly itself is what the stage saves and passes on.
+    trained = model if stage.objective is None else instantiate(stage.objective)(model=model, vocab_size=len(tokenizer))
+    frozen = freeze(trained, list(stage.trainable), lora_targets_llm=bool(stage.lora))
     if hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(bool(stage.grad_checkpointing))
     accumulate = int(stage.accumulate_grad_batches)
     data = MultimodalDataModule(
         corpora={name: instantiate(node) for name, node in cfg.data.corpora.items()},
         process=process_factory(max_length=int(stage.max_length)), pad_id=tokenizer.pad_token_id,
-        mix=to_plain(stage.data.mix), heldout=list(cfg.data.heldout), num_batches=int(stage.max_steps) * accumulate,
+        mix=to_plain(stage.data.mix), heldout=list(cfg.data.heldout if stage.heldout is None else stage.heldout), num_batches=int(stage.max_steps) * accumulate,
         batch_size=int(stage.batch_size), train_size=cfg.data.train_size, heldout_size=cfg.data.heldout_size,
         eval_batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers, seed=int(cfg.seed),
         max_tokens=stage.max_tokens)
     data.setup("fit")
-    module = MLLMModule(model, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(stage.schedule),
+    module_class = ContrastiveModule if isinstance(trained, ContrastivePretrainer) else MLLMModule
+    module = module_class(trained, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(stage.schedule),
                         lr=to_plain(stage.lr), total_steps=int(stage.max_steps), heldout_tasks=data.heldout_tasks,
                         decode=functools.partial(tokenizer.decode, skip_special_tokens=True),
                         weight_decay=float(cfg.get("weight_decay", 0.0)))
@@ -164,6 +170,9 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     if finished and trainer.is_global_zero:
         save_weights(model, stage_dir / WEIGHTS_FILE)
     chance = {task: data.chance.get(task) for task in data.heldout_tasks}
+    if module_class is ContrastiveModule:  # retrieval among the texts of one evaluation batch
+        sizes = [len(loader.dataset) for loader in data.val_dataloader()]
+        chance = {task: 1 / min(n, int(cfg.data.eval_batch_size)) for task, n in zip(data.heldout_tasks, sizes)}
     result = report.stage_result(stage.name, stage_dir, heldout, chance, throughput.summary(), seconds,
                                  trainable=frozen.trainable, steps=trainer.global_step, finished=finished)
     if trainer.is_global_zero:

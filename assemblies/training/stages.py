@@ -1,6 +1,7 @@
 """Stages as data: which blocks train, at which learning rate, and LoRA on the LLM.
 
-A stage config names blocks by the assembly's attribute names (``vpm``, ``resampler``, ``llm``),
+A stage config names blocks by the assembly's attribute names (``vpm``, ``resampler``, ``llm``, and
+``contrastive`` for the head of contrastive pre-training, ``assemblies.contrastive``),
 so ``trainable: [vpm, resampler]`` and ``lr: {vpm: 2e-5, resampler: 1e-4}`` read like the paper's
 recipe table. One ``freeze`` call applies it and reports what it did.
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-BLOCKS = ("vpm", "resampler", "llm")
+BLOCKS = ("vpm", "resampler", "llm", "contrastive")
 log = logging.getLogger(__name__)
 
 

@@ -1,0 +1,104 @@
+"""SigLIP-style contrastive pre-training of an assembly's vision tower and resampler.
+
+MiniCPM-V 4.5 starts from a SigLIP tower that contrastive image-text training on web data already
+taught to see. A tiny tower trained from scratch has no such start, and learning to see only
+through a randomly initialised LLM is slow: scene position stays at chance for ~650 end-to-end
+steps. This wrapper trains ``vpm`` + ``resampler`` against a small text tower on (image, caption)
+pairs first; each step costs a fraction of an LLM step (no LLM, 64-token texts).
+
+The text of a sample is its supervised (assistant) tokens, so any corpus the processor reads works:
+the captions corpus's ``dense_caption`` task names every shape with its place in the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from blocks.batch import IGNORE_INDEX, MultimodalBatch
+from blocks.contrastive import SigmoidContrastiveLoss, SiglipTextEncoder
+
+
+@dataclass
+class ContrastiveOutput:
+    """``loss`` (scalar) and the pair ``logits`` [B, B] (rows: images, columns: texts)."""
+
+    loss: Tensor
+    logits: Tensor
+
+
+class ContrastiveHead(nn.Module):
+    """Everything the contrastive objective adds to the assembly, dropped after pre-training.
+
+    The image embedding is a linear map of the concatenated resampler tokens of a group (not their
+    mean), so each query keeps its own part of the image, as it will when the LLM reads the tokens.
+    """
+
+    def __init__(self, image_dim: int, text: SiglipTextEncoder, embed_dim: int) -> None:
+        super().__init__()
+        self.image_projection = nn.Linear(image_dim, embed_dim)
+        self.text = text
+        self.loss = SigmoidContrastiveLoss()
+
+
+class ContrastivePretrainer(nn.Module):
+    """``forward(batch) -> ContrastiveOutput`` over an assembly's ``vpm`` and ``resampler``.
+
+    Holds the assembly's own ``vpm`` and ``resampler`` modules (trained in place) and a
+    ``contrastive`` head; the LLM is not part of it. Stage configs name these three blocks.
+
+    Args:
+        model: the assembly (``vpm``, ``resampler``; the resampler yields a fixed token count per group).
+        vocab_size: the tokenizer's size (the text tower's embedding table).
+        width, depth, num_heads, mlp_dim, max_text_length: the text tower.
+        embed_dim: size of the joint image-text space.
+    """
+
+    def __init__(self, model: nn.Module, vocab_size: int, width: int = 64, depth: int = 2, num_heads: int = 2,
+                 mlp_dim: int = 128, max_text_length: int = 64, embed_dim: int = 64) -> None:
+        super().__init__()
+        self.vpm, self.resampler = model.vpm, model.resampler
+        self.tokens_per_group = self.resampler.tokens_per_group([(1, 1)])
+        text = SiglipTextEncoder(vocab_size, width, depth, num_heads, mlp_dim, max_text_length, embed_dim)
+        self.contrastive = ContrastiveHead(self.tokens_per_group * self.resampler.out_dim, text, embed_dim)
+
+    def embed_images(self, batch: MultimodalBatch) -> Tensor:
+        """[B, embed_dim]: the mean over each sample's visual groups of their projected tokens."""
+        dtype = next(self.vpm.parameters()).dtype
+        tokens = self.resampler(self.vpm(batch.patches.to(dtype), batch.tgt_sizes), batch.tgt_sizes,
+                                batch.temporal_ids, batch.group_sizes)
+        groups = batch.group_sizes.numel()
+        if tokens.shape[0] != groups * self.tokens_per_group:
+            raise ValueError(f"contrastive pre-training needs {self.tokens_per_group} tokens per visual group; "
+                             f"the resampler gave {tokens.shape[0]} for {groups} groups")
+        per_group = self.contrastive.image_projection(tokens.reshape(groups, -1))
+        rows = batch.image_bound[:, 0]
+        counts = torch.bincount(rows, minlength=batch.batch_size).clamp(min=1)
+        summed = per_group.new_zeros(batch.batch_size, per_group.shape[1]).index_add(0, rows, per_group)
+        return summed / counts[:, None]
+
+    def embed_texts(self, batch: MultimodalBatch) -> Tensor:
+        """[B, embed_dim] from each sample's supervised tokens (its caption), cut to the tower's length."""
+        keep = batch.labels != IGNORE_INDEX
+        limit = self.contrastive.text.max_length
+        length = min(int(keep.sum(1).max()), limit)
+        ids = batch.input_ids.new_zeros(batch.batch_size, length)
+        mask = torch.zeros_like(ids, dtype=torch.bool)
+        for row in range(batch.batch_size):
+            text = batch.input_ids[row][keep[row]][:limit]
+            ids[row, :len(text)], mask[row, :len(text)] = text, True
+        return self.contrastive.text(ids, mask)
+
+    def forward(self, batch: MultimodalBatch) -> ContrastiveOutput:
+        """Raises ValueError when a sample has no image or no caption tokens (names the sample)."""
+        if batch.labels is None:
+            raise ValueError("contrastive pre-training needs labels: the caption is the supervised text")
+        with_image = torch.bincount(batch.image_bound[:, 0], minlength=batch.batch_size) > 0
+        with_text = (batch.labels != IGNORE_INDEX).any(1)
+        for row in torch.nonzero(~(with_image & with_text)).flatten().tolist():
+            sample = batch.sample_ids[row] if row < len(batch.sample_ids) else f"row {row}"
+            raise ValueError(f"sample {sample!r}: contrastive pre-training needs an image and a caption")
+        logits = self.contrastive.loss.logits(self.embed_images(batch), self.embed_texts(batch))
+        return ContrastiveOutput(loss=self.contrastive.loss(logits), logits=logits)

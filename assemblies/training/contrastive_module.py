@@ -1,0 +1,29 @@
+"""The LightningModule of contrastive pre-training (``assemblies.contrastive.ContrastivePretrainer``).
+
+Training, optimisers, schedules and exact resume are ``MLLMModule``'s; only the held-out metric
+differs: image -> text retrieval top-1 within each evaluation batch instead of answer exact match.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from assemblies.training.metrics import RetrievalAccuracy
+from assemblies.training.module import MLLMModule
+from blocks.batch import MultimodalBatch
+
+
+class ContrastiveModule(MLLMModule):
+    """``MLLMModule`` over a model whose ``forward(batch)`` returns ``.loss`` and pair ``.logits`` [B, B]."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.task_metrics = nn.ModuleList(RetrievalAccuracy() for _ in self.heldout_tasks)
+
+    def validation_step(self, batch: MultimodalBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch.batch_size == 0:
+            return
+        out = self.model(batch)
+        task = self.heldout_tasks[dataloader_idx]
+        self.log(f"val/{task}/loss", out.loss, batch_size=batch.batch_size, add_dataloader_idx=False)
+        self.task_metrics[dataloader_idx].update(out.logits)

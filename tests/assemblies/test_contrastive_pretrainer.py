@@ -1,0 +1,77 @@
+"""Contrastive pre-training of the tiny assembly's vision tower and resampler on dense captions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from assemblies.contrastive import ContrastivePretrainer
+from assemblies.presets import mcpv45_tiny
+from blocks.batch import IGNORE_INDEX, collate
+from blocks.data.processor import MiniCPMVProcessor, ProcessorConfig
+from blocks.data.synthetic import make_corpus
+from blocks.data.tokenizer import tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+def _batch(tokenizer, size: int = 6):
+    processor = MiniCPMVProcessor(tokenizer, ProcessorConfig(tokens_per_group=16, max_slice_nums=1,
+                                                             scale_resolution=112))
+    records = make_corpus("captions", size=size, tasks=["dense_caption"])
+    return collate([processor(r, mode="train") for r in records], tokenizer.pad_token_id), records
+
+
+def test_pairs_every_image_with_every_caption_and_trains_only_vision_resampler_head(tokenizer):
+    model = mcpv45_tiny()
+    pretrainer = ContrastivePretrainer(model, vocab_size=len(tokenizer))
+    batch, _ = _batch(tokenizer)
+    out = pretrainer(batch)
+    assert out.logits.shape == (6, 6) and torch.isfinite(out.loss)
+    out.loss.backward()
+    for block in (pretrainer.vpm, pretrainer.resampler, pretrainer.contrastive):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters())
+    assert pretrainer.vpm is model.vpm and pretrainer.resampler is model.resampler  # trained in place
+    assert not any(name.startswith("llm") for name, _ in pretrainer.named_parameters())
+
+
+def test_the_caption_is_the_samples_supervised_text(tokenizer):
+    pretrainer = ContrastivePretrainer(mcpv45_tiny(), vocab_size=len(tokenizer)).eval()
+    batch, records = _batch(tokenizer, size=3)
+    row = 1
+    caption = batch.input_ids[row][batch.labels[row] != IGNORE_INDEX]
+    assert records[row].answer in tokenizer.decode(caption)
+    direct = pretrainer.contrastive.text(caption[None], torch.ones(1, len(caption), dtype=torch.bool))
+    with torch.no_grad():
+        assert torch.allclose(pretrainer.embed_texts(batch)[row], direct[0], atol=1e-5)
+
+
+def test_a_few_steps_score_matched_pairs_above_the_others(tokenizer):
+    pretrainer = ContrastivePretrainer(mcpv45_tiny(), vocab_size=len(tokenizer))
+    batch, _ = _batch(tokenizer, size=8)
+    optimizer = torch.optim.AdamW(pretrainer.parameters(), lr=3e-3)
+
+    def margin(logits):  # mean matched-pair logit minus mean unmatched one
+        diagonal = logits.diag().sum()
+        return (diagonal / 8 - (logits.sum() - diagonal) / 56).item()
+
+    first = pretrainer(batch)
+    for _ in range(60):
+        loss = pretrainer(batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    out = pretrainer(batch)
+    assert abs(margin(first.logits)) < 0.5 and margin(out.logits) > 2.0
+    assert out.loss.item() < first.loss.item() / 2
+
+
+def test_a_resampler_with_a_varying_token_count_is_refused_clearly(tokenizer):
+    model = mcpv45_tiny(overrides=["resampler=mlp", "model.resampler.pooled_size=null"])  # one token per patch
+    pretrainer = ContrastivePretrainer(model, vocab_size=len(tokenizer))
+    batch, _ = _batch(tokenizer, size=2)
+    with pytest.raises(ValueError, match="tokens per visual group"):
+        pretrainer(batch)
