@@ -20,10 +20,6 @@ class ContrastiveModule(MLLMModule):
         super().__init__(*args, **kwargs)
         self.task_metrics = nn.ModuleList(RetrievalAccuracy() for _ in self.heldout_tasks)
 
-    def validation_step(self, batch: MultimodalBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if batch.batch_size == 0:
-            return
-        out = self.model(batch)
-        task = self.heldout_tasks[dataloader_idx]
-        self.log(f"val/{task}/loss", out.loss, batch_size=batch.batch_size, add_dataloader_idx=False)
-        self.task_metrics[dataloader_idx].update(out.logits)
+    def update_metrics(self, metrics: nn.Module, out, batch: MultimodalBatch) -> None:
+        """Add one held-out batch's image-caption pair logits [B, B] to its task's retrieval accuracy."""
+        metrics.update(out.logits)

@@ -71,7 +71,11 @@ class MLLMModule(LightningModule):
         out = self.model(batch)
         task = self.heldout_tasks[dataloader_idx]
         self.log(f"val/{task}/loss", out.loss, batch_size=batch.batch_size, add_dataloader_idx=False)
-        self.task_metrics[dataloader_idx].update(out.logits, batch.labels, self.decode)
+        self.update_metrics(self.task_metrics[dataloader_idx], out, batch)
+
+    def update_metrics(self, metrics: nn.Module, out, batch: MultimodalBatch) -> None:
+        """Add one held-out batch to its task's metrics: teacher-forced answers vs the labels."""
+        metrics.update(out.logits, batch.labels, self.decode)
 
     def on_validation_epoch_end(self) -> None:
         accuracies = []

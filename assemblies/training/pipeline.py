@@ -1,6 +1,7 @@
 """``train(cfg)``: run the configured stages in order, passing the weights along.
 
-Per stage: initialise (``init_from``), optionally add LoRA, freeze, build data and Lightning objects,
+Per stage: initialise (``init_from``), optionally add LoRA or wrap the assembly in the stage's
+``objective`` (contrastive pre-training), freeze, build data and Lightning objects,
 fit (resuming from ``last.ckpt`` when the run directory has one), evaluate the held-out tasks,
 save the stage's weights as safetensors. After the last stage: export, metrics JSON, plots.
 Everything a stage writes lives in ``<output_dir>/<stage name>/``, so rerunning the same command in
@@ -21,10 +22,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training import report
 from assemblies.training.callbacks import Throughput
 from assemblies.training.config import check_targets, instantiate, resolve_precision, to_plain
-from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training.contrastive_module import ContrastiveModule
 from assemblies.training.datamodule import MultimodalDataModule
 from assemblies.training.module import MLLMModule
@@ -134,10 +135,11 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     if hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(bool(stage.grad_checkpointing))
     accumulate = int(stage.accumulate_grad_batches)
+    heldout_corpora = cfg.data.heldout if stage.heldout is None else stage.heldout
     data = MultimodalDataModule(
         corpora={name: instantiate(node) for name, node in cfg.data.corpora.items()},
         process=process_factory(max_length=int(stage.max_length)), pad_id=tokenizer.pad_token_id,
-        mix=to_plain(stage.data.mix), heldout=list(cfg.data.heldout if stage.heldout is None else stage.heldout), num_batches=int(stage.max_steps) * accumulate,
+        mix=to_plain(stage.data.mix), heldout=list(heldout_corpora), num_batches=int(stage.max_steps) * accumulate,
         batch_size=int(stage.batch_size), train_size=cfg.data.train_size, heldout_size=cfg.data.heldout_size,
         eval_batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers, seed=int(cfg.seed),
         max_tokens=stage.max_tokens)
