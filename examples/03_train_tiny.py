@@ -1,11 +1,12 @@
-"""Train the tiny MiniCPM-V 4.5 through all five stages on the built-in synthetic data (CPU, minutes).
+"""Train the tiny MiniCPM-V 4.5 through all stages on the built-in synthetic data (CPU, minutes).
 
     python examples/03_train_tiny.py [out_dir] [hydra overrides...]
     # the same run from the command line:
     python tasks/train.py +assembly=mcpv45 scale=tiny hydra.run.dir=<out_dir>
 
-1. ``train(cfg)`` runs stage1 -> stage2 -> stage3 -> sft -> sft_long_cot, each starting from the
-   previous stage's weights, and prints a table per stage (loss, tokens/s, held-out accuracy per task
+1. ``train(cfg)`` runs stage0 (contrastive pre-training of the from-scratch vision tower, which the
+   full recipe gets from SigLIP) -> stage1 -> stage2 -> stage3 -> sft -> sft_long_cot, each starting
+   from the previous stage's weights, and prints a table per stage (loss, tokens/s, held-out accuracy per task
    next to chance).
 2. The result is exported in the official MiniCPM-V 4.5 layout and loaded back with the official
    loader; the reloaded model answers a few held-out questions by greedy generation.

@@ -54,7 +54,7 @@ def test_every_option_composes_and_binds(choice):
     assert check_targets(cfg) > 10
     for name in cfg.pipeline.stages:
         stage = cfg.stages[name]
-        assert set(stage.trainable) <= {"vpm", "resampler", "llm"}
+        assert set(stage.trainable) <= {"vpm", "resampler", "llm", "contrastive"}
         assert set(stage.trainable) <= set(stage.lr), f"{name}: a trainable block has no lr"
         assert set(stage.data.mix) <= set(cfg.data.corpora)
 
@@ -70,6 +70,9 @@ def test_pipeline_runs_the_papers_stages_in_order_and_scale_selects_the_recipe()
     assert tiny.stages.stage3.max_steps < full.stages.stage3.max_steps
     assert tiny.data.processor.scale_resolution < full.data.processor.scale_resolution
     assert tiny.data.tokenizer._target_.endswith("tiny_tokenizer")
+    # The from-scratch tiny tower gets the contrastive pre-training a SigLIP checkpoint already had.
+    assert list(tiny.pipeline.stages) == ["stage0", *full.pipeline.stages]
+    assert tiny.stages.stage0.objective._target_.endswith("ContrastivePretrainer")
 
 
 def test_order_rules_command_line_beats_appended_beats_pipeline_beats_groups():

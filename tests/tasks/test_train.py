@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["+assembly=mcpv45", "scale=tiny", "+debug=fast", "data.heldout=[digits,scenes]", "data.heldout_size=6"]
@@ -38,12 +39,15 @@ def test_without_an_assembly_it_says_how_to_choose_one(tmp_path):
 def test_tiny_pipeline_runs_every_stage_exports_and_plots(tmp_path):
     done = _train(*FAST, f"hydra.run.dir={tmp_path}")
     assert done.returncode == 0, done.stderr[-3000:]
-    for stage in ("stage1", "stage2", "stage3", "sft", "sft_long_cot"):
+    for stage in ("stage0", "stage1", "stage2", "stage3", "sft", "sft_long_cot"):
         assert f"== {stage}: 2 steps" in done.stdout
         assert (tmp_path / stage / "model.safetensors").is_file()
     assert "scene_count" in done.stdout and "digit" in done.stdout  # per-task held-out rows
+    assert "dense_caption" in done.stdout  # stage0 reports its retrieval accuracy
+    with safe_open(tmp_path / "stage0" / "model.safetensors", "pt") as weights:  # the text tower is dropped
+        assert {key.split(".")[0] for key in weights.keys()} == {"vpm", "resampler", "llm"}
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert [s["stage"] for s in metrics["stages"]] == ["stage1", "stage2", "stage3", "sft", "sft_long_cot"]
+    assert [s["stage"] for s in metrics["stages"]] == ["stage0", "stage1", "stage2", "stage3", "sft", "sft_long_cot"]
     assert 0.0 <= metrics["val/acc"] <= 1.0 and metrics["tokens_per_sample"] > 16
     assert (tmp_path / "export" / "config.json").is_file() and (tmp_path / "curves.png").is_file()
 
