@@ -60,6 +60,8 @@ class ContrastivePretrainer(nn.Module):
                  mlp_dim: int = 128, max_text_length: int = 64, embed_dim: int = 64) -> None:
         super().__init__()
         self.vpm, self.resampler = model.vpm, model.resampler
+        # Probed with a one-patch frame: a fixed-count resampler (perceiver, pooled MLP) answers its
+        # count; one whose count follows the frame size is caught in embed_images with a clear error.
         self.tokens_per_group = self.resampler.tokens_per_group([(1, 1)])
         text = SiglipTextEncoder(vocab_size, width, depth, num_heads, mlp_dim, max_text_length, embed_dim)
         self.contrastive = ContrastiveHead(self.tokens_per_group * self.resampler.out_dim, text, embed_dim)
