@@ -17,8 +17,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from assemblies.mllm import encode_visual
 from blocks.batch import IGNORE_INDEX, MultimodalBatch
 from blocks.contrastive import SigmoidContrastiveLoss, SiglipTextEncoder
+
+# Trainable heads that an objective adds next to the assembly's slots, by attribute name (stage
+# configs list them in ``trainable`` and ``lr``); dropped when their stage ends.
+OBJECTIVE_HEADS = ("contrastive",)
+
+
+def _refuse_empty(batch: MultimodalBatch, counts: Tensor, what: str) -> None:
+    for row in torch.nonzero(counts == 0).flatten().tolist():
+        raise ValueError(f"sample {batch.sample_name(row)!r}: contrastive pre-training needs {what}")
 
 
 @dataclass
@@ -68,24 +78,25 @@ class ContrastivePretrainer(nn.Module):
 
     def embed_images(self, batch: MultimodalBatch) -> Tensor:
         """[B, embed_dim]: the mean over each sample's visual groups of their projected tokens."""
-        dtype = next(self.vpm.parameters()).dtype
-        tokens = self.resampler(self.vpm(batch.patches.to(dtype), batch.tgt_sizes), batch.tgt_sizes,
-                                batch.temporal_ids, batch.group_sizes)
+        rows = batch.image_bound[:, 0]
+        counts = torch.bincount(rows, minlength=batch.batch_size)
+        _refuse_empty(batch, counts, "an image")
+        tokens = encode_visual(self.vpm, self.resampler, batch)
         groups = batch.group_sizes.numel()
         if tokens.shape[0] != groups * self.tokens_per_group:
             raise ValueError(f"contrastive pre-training needs {self.tokens_per_group} tokens per visual group; "
                              f"the resampler gave {tokens.shape[0]} for {groups} groups")
         per_group = self.contrastive.image_projection(tokens.reshape(groups, -1))
-        rows = batch.image_bound[:, 0]
-        counts = torch.bincount(rows, minlength=batch.batch_size).clamp(min=1)
         summed = per_group.new_zeros(batch.batch_size, per_group.shape[1]).index_add(0, rows, per_group)
         return summed / counts[:, None]
 
     def embed_texts(self, batch: MultimodalBatch) -> Tensor:
         """[B, embed_dim] from each sample's supervised tokens (its caption), cut to the tower's length."""
         keep = batch.labels != IGNORE_INDEX
+        lengths = keep.sum(1)
+        _refuse_empty(batch, lengths, "a caption (supervised tokens)")
         limit = self.contrastive.text.max_length
-        length = min(int(keep.sum(1).max()), limit)
+        length = min(int(lengths.max()), limit)
         ids = batch.input_ids.new_zeros(batch.batch_size, length)
         mask = torch.zeros_like(ids, dtype=torch.bool)
         for row in range(batch.batch_size):
@@ -97,10 +108,5 @@ class ContrastivePretrainer(nn.Module):
         """Raises ValueError when a sample has no image or no caption tokens (names the sample)."""
         if batch.labels is None:
             raise ValueError("contrastive pre-training needs labels: the caption is the supervised text")
-        with_image = torch.bincount(batch.image_bound[:, 0], minlength=batch.batch_size) > 0
-        with_text = (batch.labels != IGNORE_INDEX).any(1)
-        for row in torch.nonzero(~(with_image & with_text)).flatten().tolist():
-            sample = batch.sample_ids[row] if row < len(batch.sample_ids) else f"row {row}"
-            raise ValueError(f"sample {sample!r}: contrastive pre-training needs an image and a caption")
         logits = self.contrastive.loss.logits(self.embed_images(batch), self.embed_texts(batch))
         return ContrastiveOutput(loss=self.contrastive.loss(logits), logits=logits)

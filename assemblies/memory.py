@@ -22,6 +22,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from assemblies.contrastive import OBJECTIVE_HEADS
 from assemblies.mllm import SLOTS, MiniCPMV
 from assemblies.presets import CONF_DIR, build_model
 
@@ -29,9 +30,6 @@ log = logging.getLogger(__name__)
 GIB, MIB = 1024 ** 3, 1024 ** 2
 WEIGHT_BYTES = {"bf16-mixed": 2, "bf16-true": 2, "32-true": 4}
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
-# Trainable heads that a stage's objective adds outside the assembly (assemblies.contrastive): a few
-# hundred thousand parameters, dropped after their stage, left out of the estimates.
-OBJECTIVE_HEADS = ("contrastive",)
 
 
 @dataclass
@@ -89,6 +87,7 @@ def stage_memory(model: MiniCPMV, stage: Stage, precision: str, gpus: list[int])
     counts = model.num_params()
     adapters = lora_params(model.llm, int(stage.lora.get("r", 64)),
                            tuple(stage.lora.get("target_modules", DEFAULT_LORA_TARGETS))) if stage.lora else 0
+    # Objective heads (a few hundred thousand parameters, dropped after their stage) are left out.
     trainable = sum(counts[slot] for slot in stage.trainable if slot not in OBJECTIVE_HEADS) + adapters
     width = WEIGHT_BYTES[precision]
     weights = (counts["total"] + adapters) * width

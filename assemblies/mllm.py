@@ -22,6 +22,13 @@ from blocks.llm import layer_classes as llm_layer_classes
 SLOTS = ("vpm", "resampler", "llm")
 
 
+def encode_visual(vpm: nn.Module, resampler: nn.Module, batch: MultimodalBatch) -> Tensor:
+    """The vision slots alone: packed visual tokens [T_vis, D] of every group in ``batch``, in group order."""
+    dtype = next(vpm.parameters()).dtype
+    features = vpm(batch.patches.to(dtype), batch.tgt_sizes)
+    return resampler(features, batch.tgt_sizes, batch.temporal_ids, batch.group_sizes)
+
+
 @dataclass
 class MLLMOutput:
     """``loss``: mean next-token cross-entropy over labelled tokens (None without labels);
@@ -116,7 +123,7 @@ class MiniCPMV(nn.Module):
             raise ValueError(f"{len(batch.image_bound)} image_bound spans for {len(expected)} visual groups")
         positions = []
         for group, ((row, start, end), want) in enumerate(zip(batch.image_bound.tolist(), expected)):
-            where = f"visual group {group} (batch row {row}, sample {self._sample_id(batch, row)!r})"
+            where = f"visual group {group} (batch row {row}, sample {batch.sample_name(row)!r})"
             if not (0 <= row < rows and 0 <= start <= end <= length):
                 raise ValueError(f"{where}: image_bound ({row}, {start}, {end}) is outside the [{rows}, {length}] batch")
             if end - start != want:
@@ -125,15 +132,9 @@ class MiniCPMV(nn.Module):
             positions.append(torch.arange(start, end) + row * length)
         return torch.cat(positions).to(batch.input_ids.device)
 
-    @staticmethod
-    def _sample_id(batch: MultimodalBatch, row: int) -> str:
-        return batch.sample_ids[row] if 0 <= row < len(batch.sample_ids) else f"row {row}"
-
     def encode_visual(self, batch: MultimodalBatch) -> Tensor:
         """Packed visual tokens [T_vis, D] of every group in the batch, in group order."""
-        dtype = next(self.vpm.parameters()).dtype
-        features = self.vpm(batch.patches.to(dtype), batch.tgt_sizes)
-        return self.resampler(features, batch.tgt_sizes, batch.temporal_ids, batch.group_sizes)
+        return encode_visual(self.vpm, self.resampler, batch)
 
     def embed(self, batch: MultimodalBatch) -> Tensor:
         """``inputs_embeds`` [B, T, D]: text embeddings with each group's tokens at its image_bound span."""

@@ -127,6 +127,10 @@ class MultimodalBatch:
     def num_groups(self) -> int:
         return int(self.group_sizes.shape[0])
 
+    def sample_name(self, row: int) -> str:
+        """The sample id of batch row ``row`` for error messages (``"row <n>"`` when ids are absent)."""
+        return self.sample_ids[row] if 0 <= row < len(self.sample_ids) else f"row {row}"
+
 
 def collate(samples: Sequence[Sample], pad_id: int, padding_side: str = "right",
             pad_to_multiple_of: int = 1, skipped: Sequence[tuple[str, str]] = ()) -> MultimodalBatch:

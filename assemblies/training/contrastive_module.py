@@ -23,3 +23,8 @@ class ContrastiveModule(MLLMModule):
     def update_metrics(self, metrics: nn.Module, out, batch: MultimodalBatch) -> None:
         """Add one held-out batch's image-caption pair logits [B, B] to its task's retrieval accuracy."""
         metrics.update(out.logits)
+
+    def chance(self, data) -> dict[str, float]:
+        """Retrieval chance per task: one over the captions of an evaluation batch."""
+        sizes = [len(loader.dataset) for loader in data.val_dataloader()]
+        return {task: 1 / min(n, data.eval_batch_size) for task, n in zip(self.heldout_tasks, sizes)}

@@ -77,6 +77,10 @@ class MLLMModule(LightningModule):
         """Add one held-out batch to its task's metrics: teacher-forced answers vs the labels."""
         metrics.update(out.logits, batch.labels, self.decode)
 
+    def chance(self, data) -> dict[str, float | None]:
+        """Chance accuracy per held-out task, as the corpora declare it (None when they do not)."""
+        return {task: data.chance.get(task) for task in self.heldout_tasks}
+
     def on_validation_epoch_end(self) -> None:
         accuracies = []
         for task, metrics in zip(self.heldout_tasks, self.task_metrics):

@@ -171,11 +171,7 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
         merge_lora(model)
     if finished and trainer.is_global_zero:
         save_weights(model, stage_dir / WEIGHTS_FILE)
-    chance = {task: data.chance.get(task) for task in data.heldout_tasks}
-    if module_class is ContrastiveModule:  # retrieval among the texts of one evaluation batch
-        sizes = [len(loader.dataset) for loader in data.val_dataloader()]
-        chance = {task: 1 / min(n, int(cfg.data.eval_batch_size)) for task, n in zip(data.heldout_tasks, sizes)}
-    result = report.stage_result(stage.name, stage_dir, heldout, chance, throughput.summary(), seconds,
+    result = report.stage_result(stage.name, stage_dir, heldout, module.chance(data), throughput.summary(), seconds,
                                  trainable=frozen.trainable, steps=trainer.global_step, finished=finished)
     if trainer.is_global_zero:
         (stage_dir / "result.json").write_text(json.dumps(result, indent=2))

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-BLOCKS = ("vpm", "resampler", "llm", "contrastive")
+from assemblies.contrastive import OBJECTIVE_HEADS
+from assemblies.mllm import SLOTS
+
+BLOCKS = (*SLOTS, *OBJECTIVE_HEADS)
 log = logging.getLogger(__name__)
 
 

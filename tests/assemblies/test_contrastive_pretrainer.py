@@ -75,3 +75,11 @@ def test_a_resampler_with_a_varying_token_count_is_refused_clearly(tokenizer):
     batch, _ = _batch(tokenizer, size=2)
     with pytest.raises(ValueError, match="tokens per visual group"):
         pretrainer(batch)
+
+
+def test_a_sample_without_a_caption_is_refused_by_name(tokenizer):
+    pretrainer = ContrastivePretrainer(mcpv45_tiny(), vocab_size=len(tokenizer))
+    batch, records = _batch(tokenizer, size=2)
+    batch.labels[1] = IGNORE_INDEX
+    with pytest.raises(ValueError, match=f"sample {records[1].id!r}: contrastive pre-training needs a caption"):
+        pretrainer(batch)
