@@ -39,7 +39,6 @@ OCR_QUESTIONS = ("What is the word in the box?", "Read the boxed word.", "Which 
 MULTI_OCR_QUESTIONS = ("What are the words in the boxes?", "Read the boxed words.")
 KNOWLEDGE_QUESTIONS = ("What is the capital of {c}?", "Which city is the capital of {c}?", "Name the capital of {c}.")
 PAPER, INK = (255, 255, 255), (20, 20, 20)
-MAX_INDENT = 6  # lines start 3-6 px from the left edge
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,10 @@ class PageLayout:
         line_height: px from one line's top to the next.
         stroke: extra ink around every glyph in px (0: regular, 1: bold). A from-scratch tiny
             vision tower reads bold 14-px words far sooner than regular ones (``conf/page_layout/tiny.yaml``).
+        top: pen y of the first line in px.
+        indent: (fewest, most) px from the left edge to a line's start, drawn per line. With
+            ``top``, ``line_height`` and a fixed indent the lines can sit on the vision tower's
+            patch grid (``conf/page_layout/tiny.yaml``).
         facts: country -> capital facts per page, each stated twice in two different ``forms``.
         filler_lines: lines without facts.
         forms: wordings of a fact, ``{c}`` = country, ``{k}`` = capital; at least two.
@@ -64,20 +67,25 @@ class PageLayout:
     font_size: int = 10
     line_height: int = 13
     stroke: int = 0
+    top: int = 3
+    indent: tuple[int, int] = (3, 6)
     facts: int = 3
     filler_lines: int = 2
     forms: tuple[str, ...] = FORMS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "forms", tuple(self.forms))
+        object.__setattr__(self, "indent", tuple(self.indent))
+        if len(self.indent) != 2 or not 0 <= self.indent[0] <= self.indent[1]:
+            raise ValueError(f"page layout: indent must be [fewest, most] px with 0 <= fewest <= most, got {self.indent}")
         if len(self.forms) < 2 or not all("{c}" in f and "{k}" in f for f in self.forms):
             raise ValueError(f"page layout: need at least two forms, each with {{c}} and {{k}}; got {self.forms}")
-        if self.lines * self.line_height > self.size - 4:
+        if self.top + self.lines * self.line_height > self.size - 1:
             raise ValueError(f"page layout: {self.lines} lines of {self.line_height}px do not fit on a "
                              f"{self.size}px page")
         texts = [f.format(c=c, k=k) for f in self.forms for c in COUNTRIES for k in CAPITALS] + list(FILLER)
         widest = max(texts, key=font(self.font_size).getlength)
-        if MAX_INDENT + self.text_width(widest) > self.size - 2:
+        if self.indent[1] + self.text_width(widest) > self.size - 2:
             raise ValueError(f"page layout: {widest!r} is {self.text_width(widest)}px wide at font size "
                              f"{self.font_size}, too wide for a {self.size}px page")
 
@@ -95,8 +103,8 @@ class PageLayout:
         return 2 * self.facts + self.filler_lines
 
     def line_top(self, row: int) -> int:
-        """Pen y of line ``row`` (lines start 3 px below the top edge)."""
-        return 3 + row * self.line_height
+        """Pen y of line ``row``."""
+        return self.top + row * self.line_height
 
     def text_width(self, text: str) -> int:
         """Ink width of ``text`` in px, strokes included."""
@@ -130,12 +138,12 @@ def render_page(lines: list[list[tuple[str, int | None]]], rng: random.Random,
     Returns:
         The page image and the regions (tight ink boxes) of all grouped pieces.
     """
-    if len(lines) * layout.line_height > layout.size - 4:
+    if layout.top + len(lines) * layout.line_height > layout.size - 1:
         raise ValueError(f"{len(lines)} lines of {layout.line_height}px do not fit on a {layout.size}px page")
     image = Image.new("RGB", (layout.size, layout.size), PAPER)
     regions = []
     for row, pieces in enumerate(lines):
-        x, y = rng.randint(MAX_INDENT - 3, MAX_INDENT), layout.line_top(row)
+        x, y = rng.randint(*layout.indent), layout.line_top(row)
         for text, group in pieces:
             mask, advance = glyphs(text, layout.font_size, layout.line_height, layout.stroke)
             left, top = x - layout.stroke, y - layout.stroke

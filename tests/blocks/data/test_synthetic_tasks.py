@@ -180,11 +180,28 @@ def test_page_layout_sets_the_amount_of_text_and_its_weight():
     assert x1 - x0 > 30 and y1 - y0 >= 10  # the box still encloses one whole word
 
 
+def test_page_layout_can_put_every_line_on_the_patch_grid():
+    on_grid = {**LARGE_PRINT, "line_height": 14, "top": 12, "indent": [2, 2]}  # conf/page_layout/tiny.yaml
+    for record in make_corpus("documents", size=8, tasks=["doc_ocr"], layout=on_grid):
+        ink = (np.asarray(record.images[0]) < 100).all(-1)
+        rows = np.flatnonzero(ink.any(1))
+        # Patch rows 1-5 hold the five lines; descenders ("by the river") reach 1 px below.
+        assert rows.min() >= 14 and rows.max() <= 14 * 6 + 1
+        starts = [np.flatnonzero(ink[14 * r:14 * (r + 1)].any(0)).min() for r in range(1, 6)]
+        assert max(starts) <= 4  # every line starts 2 px in (bold ink and side bearings: +-2 px)
+        (x0, y0, x1, y1), = record.meta["target_boxes"]
+        assert y0 // 14 == (y1 - 1) // 14  # the boxed word's ink lies within one patch row
+
+
 def test_page_layout_refuses_what_does_not_fit():
     with pytest.raises(ValueError, match="too wide for a 112px page"):
         PageLayout(font_size=14)  # the default wordings are too long at 14 px
     with pytest.raises(ValueError, match="do not fit"):
         PageLayout(facts=6)
+    with pytest.raises(ValueError, match="do not fit"):
+        PageLayout(top=20)  # the default eight lines need 104 px below the first line's top
+    with pytest.raises(ValueError, match="indent must be"):
+        PageLayout(indent=(6, 3))
     with pytest.raises(ValueError, match="unknown keys"):
         make_corpus("documents", size=1, layout={"font": 12})
     with pytest.raises(ValueError, match="at most 2 targets"):
