@@ -7,7 +7,9 @@ steps. This wrapper trains ``vpm`` + ``resampler`` against a small text tower on
 pairs first; each step costs a fraction of an LLM step (no LLM, 64-token texts).
 
 The text of a sample is its supervised (assistant) tokens, so any corpus the processor reads works:
-the captions corpus's ``dense_caption`` task names every shape with its place in the image.
+the captions corpus's ``dense_caption`` task names every shape with its place in the image, and the
+documents' ``doc_ocr`` task gives the boxed word. Samples with the same text match each other, so a
+closed vocabulary (24 words) does not set identical captions against each other as non-matches.
 """
 
 from __future__ import annotations
@@ -33,10 +35,39 @@ def _refuse_empty(batch: MultimodalBatch, counts: Tensor, what: str) -> None:
 
 @dataclass
 class ContrastiveOutput:
-    """``loss`` (scalar) and the pair ``logits`` [B, B] (rows: images, columns: texts)."""
+    """``loss`` (scalar), the pair ``logits`` [B, B] (rows: images, columns: texts) and ``matches``
+    [B, B] bool: the pairs whose texts are identical (the diagonal and any duplicate captions)."""
 
     loss: Tensor
     logits: Tensor
+    matches: Tensor
+
+
+def caption_matches(batch: MultimodalBatch) -> Tensor:
+    """[B, B] bool: sample i's supervised tokens equal sample j's (True on the diagonal)."""
+    ids, mask = captions(batch)
+    lengths = mask.sum(1)
+    return (ids[:, None] == ids[None]).all(-1) & (lengths[:, None] == lengths[None])
+
+
+def captions(batch: MultimodalBatch, limit: int | None = None) -> tuple[Tensor, Tensor]:
+    """Each sample's supervised tokens, left-aligned: ids [B, T] (0-padded) and mask [B, T], cut to ``limit``.
+
+    Raises:
+        ValueError: when the batch has no labels or a sample has no supervised tokens (names it).
+    """
+    if batch.labels is None:
+        raise ValueError("contrastive pre-training needs labels: the caption is the supervised text")
+    keep = batch.labels != IGNORE_INDEX
+    lengths = keep.sum(1)
+    _refuse_empty(batch, lengths, "a caption (supervised tokens)")
+    length = int(lengths.max()) if limit is None else min(int(lengths.max()), limit)
+    ids = batch.input_ids.new_zeros(batch.batch_size, length)
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    for row in range(batch.batch_size):
+        text = batch.input_ids[row][keep[row]][:length]
+        ids[row, :len(text)], mask[row, :len(text)] = text, True
+    return ids, mask
 
 
 class ContrastiveHead(nn.Module):
@@ -92,21 +123,10 @@ class ContrastivePretrainer(nn.Module):
 
     def embed_texts(self, batch: MultimodalBatch) -> Tensor:
         """[B, embed_dim] from each sample's supervised tokens (its caption), cut to the tower's length."""
-        keep = batch.labels != IGNORE_INDEX
-        lengths = keep.sum(1)
-        _refuse_empty(batch, lengths, "a caption (supervised tokens)")
-        limit = self.contrastive.text.max_length
-        length = min(int(lengths.max()), limit)
-        ids = batch.input_ids.new_zeros(batch.batch_size, length)
-        mask = torch.zeros_like(ids, dtype=torch.bool)
-        for row in range(batch.batch_size):
-            text = batch.input_ids[row][keep[row]][:limit]
-            ids[row, :len(text)], mask[row, :len(text)] = text, True
-        return self.contrastive.text(ids, mask)
+        return self.contrastive.text(*captions(batch, self.contrastive.text.max_length))
 
     def forward(self, batch: MultimodalBatch) -> ContrastiveOutput:
         """Raises ValueError when a sample has no image or no caption tokens (names the sample)."""
-        if batch.labels is None:
-            raise ValueError("contrastive pre-training needs labels: the caption is the supervised text")
+        matches = caption_matches(batch)
         logits = self.contrastive.loss.logits(self.embed_images(batch), self.embed_texts(batch))
-        return ContrastiveOutput(loss=self.contrastive.loss(logits), logits=logits)
+        return ContrastiveOutput(loss=self.contrastive.loss(logits, matches), logits=logits, matches=matches)

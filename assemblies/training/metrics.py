@@ -111,7 +111,7 @@ class AnswerMetrics(torch.nn.Module):
 
 
 class RetrievalAccuracy(torch.nn.Module):
-    """Image -> text top-1 retrieval inside each evaluation batch (chance: 1 / batch size)."""
+    """Image -> text top-1 retrieval inside each evaluation batch: right when the top text is a match."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -119,10 +119,9 @@ class RetrievalAccuracy(torch.nn.Module):
 
         self.accuracy = MeanMetric()
 
-    def update(self, pair_logits: Tensor) -> None:
-        """pair_logits [B, B], rows images, the matching text on the diagonal."""
-        targets = torch.arange(pair_logits.shape[0], device=pair_logits.device)
-        self.accuracy.update((pair_logits.argmax(1) == targets).float())
+    def update(self, pair_logits: Tensor, matches: Tensor) -> None:
+        """pair_logits [B, B] (rows images), matches [B, B] bool: the texts that match each image."""
+        self.accuracy.update(matches.gather(1, pair_logits.argmax(1, keepdim=True)).float())
 
     def compute(self) -> dict[str, float]:
         return {"acc": float(self.accuracy.compute())}

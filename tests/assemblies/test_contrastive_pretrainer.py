@@ -49,6 +49,17 @@ def test_the_caption_is_the_samples_supervised_text(tokenizer):
         assert torch.allclose(pretrainer.embed_texts(batch)[row], direct[0], atol=1e-5)
 
 
+def test_samples_with_the_same_caption_match_each_other(tokenizer):
+    processor = MiniCPMVProcessor(tokenizer, ProcessorConfig(tokens_per_group=16, max_slice_nums=1,
+                                                             scale_resolution=112))
+    records = make_corpus("documents", size=12, tasks=["doc_ocr"])  # boxed words: a 24-word vocabulary
+    batch = collate([processor(r, mode="train") for r in records], tokenizer.pad_token_id)
+    out = ContrastivePretrainer(mcpv45_tiny(), vocab_size=len(tokenizer))(batch)
+    same = torch.tensor([[a.answer == b.answer for b in records] for a in records])
+    assert same.sum() > len(records)  # the test needs a repeated word
+    assert torch.equal(out.matches, same)
+
+
 def test_a_few_steps_score_matched_pairs_above_the_others(tokenizer):
     pretrainer = ContrastivePretrainer(mcpv45_tiny(), vocab_size=len(tokenizer))
     batch, _ = _batch(tokenizer, size=8)

@@ -30,6 +30,17 @@ def test_sigmoid_loss_prefers_matched_pairs():
     assert matched < shuffled - 5
 
 
+def test_sigmoid_loss_counts_every_marked_match_as_positive():
+    loss = SigmoidContrastiveLoss(init_scale=3.0, init_bias=-2.0)
+    logits = loss.logits(torch.randn(4, 8), torch.randn(4, 8))
+    matches = torch.eye(4, dtype=torch.bool)
+    matches[0, 2] = matches[2, 0] = True  # images 0 and 2 share a caption
+    expected = -sum(math.log(torch.sigmoid((1 if matches[i, j] else -1) * logits[i, j]).item())
+                    for i in range(4) for j in range(4)) / 4
+    assert loss(logits, matches).item() == pytest.approx(expected, rel=1e-5)
+    assert loss(logits, matches).item() != pytest.approx(loss(logits).item(), rel=1e-3)
+
+
 def test_text_tower_pools_the_last_real_token_and_ignores_padding():
     tower = siglip_text_encoder_tiny(vocab_size=50, embed_dim=8).eval()
     ids = torch.tensor([[5, 6, 7, 0, 0], [5, 6, 7, 8, 9]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from assemblies.training.metrics import AnswerMetrics, anls_score, answer_predictions
+from assemblies.training.metrics import AnswerMetrics, RetrievalAccuracy, anls_score, answer_predictions
 from blocks.batch import IGNORE_INDEX
 
 
@@ -41,3 +41,15 @@ def test_answer_metrics_aggregate():
     values = metrics.compute()
     assert values["acc"] == pytest.approx(0.5)
     assert values["cer"] == pytest.approx(0.25)  # "bc" vs "bd": 1 error in 4 reference characters
+
+
+def test_retrieval_is_right_when_the_top_text_matches_even_a_duplicate_caption():
+    metric = RetrievalAccuracy()
+    logits = torch.tensor([[0.0, 1.0, 5.0], [0.0, 5.0, 1.0], [5.0, 0.0, 1.0]])
+    matches = torch.eye(3, dtype=torch.bool)
+    metric.update(logits, matches)  # only row 1 picks its own caption
+    assert metric.compute()["acc"] == pytest.approx(1 / 3)
+    metric.reset()
+    matches[0, 2] = matches[2, 0] = True  # captions 0 and 2 are the same text
+    metric.update(logits, matches)
+    assert metric.compute()["acc"] == pytest.approx(1.0)
