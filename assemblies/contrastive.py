@@ -43,15 +43,8 @@ class ContrastiveOutput:
     matches: Tensor
 
 
-def caption_matches(batch: MultimodalBatch) -> Tensor:
-    """[B, B] bool: sample i's supervised tokens equal sample j's (True on the diagonal)."""
-    ids, mask = captions(batch)
-    lengths = mask.sum(1)
-    return (ids[:, None] == ids[None]).all(-1) & (lengths[:, None] == lengths[None])
-
-
-def captions(batch: MultimodalBatch, limit: int | None = None) -> tuple[Tensor, Tensor]:
-    """Each sample's supervised tokens, left-aligned: ids [B, T] (0-padded) and mask [B, T], cut to ``limit``.
+def captions(batch: MultimodalBatch) -> tuple[Tensor, Tensor]:
+    """Each sample's supervised tokens, left-aligned: ids [B, T] (0-padded) and mask [B, T].
 
     Raises:
         ValueError: when the batch has no labels or a sample has no supervised tokens (names it).
@@ -61,13 +54,17 @@ def captions(batch: MultimodalBatch, limit: int | None = None) -> tuple[Tensor, 
     keep = batch.labels != IGNORE_INDEX
     lengths = keep.sum(1)
     _refuse_empty(batch, lengths, "a caption (supervised tokens)")
-    length = int(lengths.max()) if limit is None else min(int(lengths.max()), limit)
-    ids = batch.input_ids.new_zeros(batch.batch_size, length)
+    ids = batch.input_ids.new_zeros(batch.batch_size, int(lengths.max()))
     mask = torch.zeros_like(ids, dtype=torch.bool)
     for row in range(batch.batch_size):
-        text = batch.input_ids[row][keep[row]][:length]
-        ids[row, :len(text)], mask[row, :len(text)] = text, True
+        ids[row, :lengths[row]], mask[row, :lengths[row]] = batch.input_ids[row][keep[row]], True
     return ids, mask
+
+
+def caption_matches(ids: Tensor, mask: Tensor) -> Tensor:
+    """[B, B] bool from ``captions``: sample i's text equals sample j's (True on the diagonal)."""
+    lengths = mask.sum(1)
+    return (ids[:, None] == ids[None]).all(-1) & (lengths[:, None] == lengths[None])
 
 
 class ContrastiveHead(nn.Module):
@@ -121,12 +118,14 @@ class ContrastivePretrainer(nn.Module):
         summed = per_group.new_zeros(batch.batch_size, per_group.shape[1]).index_add(0, rows, per_group)
         return summed / counts[:, None]
 
-    def embed_texts(self, batch: MultimodalBatch) -> Tensor:
-        """[B, embed_dim] from each sample's supervised tokens (its caption), cut to the tower's length."""
-        return self.contrastive.text(*captions(batch, self.contrastive.text.max_length))
+    def embed_texts(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """[B, embed_dim] from ``captions`` (ids, mask [B, T]), cut to the text tower's length."""
+        limit = self.contrastive.text.max_length
+        return self.contrastive.text(ids[:, :limit], mask[:, :limit])
 
     def forward(self, batch: MultimodalBatch) -> ContrastiveOutput:
         """Raises ValueError when a sample has no image or no caption tokens (names the sample)."""
-        matches = caption_matches(batch)
-        logits = self.contrastive.loss.logits(self.embed_images(batch), self.embed_texts(batch))
+        ids, mask = captions(batch)
+        matches = caption_matches(ids, mask)
+        logits = self.contrastive.loss.logits(self.embed_images(batch), self.embed_texts(ids, mask))
         return ContrastiveOutput(loss=self.contrastive.loss(logits, matches), logits=logits, matches=matches)

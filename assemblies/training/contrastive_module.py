@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from assemblies.contrastive import caption_matches
+from assemblies.contrastive import caption_matches, captions
 from assemblies.training.metrics import RetrievalAccuracy
 from assemblies.training.module import MLLMModule
 from blocks.batch import MultimodalBatch
@@ -34,7 +34,7 @@ class ContrastiveModule(MLLMModule):
         for task, loader in zip(self.heldout_tasks, data.val_dataloader()):
             hits = total = 0
             for batch in loader:
-                matches = caption_matches(batch)
+                matches = caption_matches(*captions(batch))
                 hits, total = hits + int(matches.sum(0).max()), total + len(matches)
             result[task] = hits / total
         return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from assemblies.contrastive import ContrastivePretrainer
+from assemblies.contrastive import ContrastivePretrainer, captions
 from assemblies.presets import mcpv45_tiny
 from blocks.batch import IGNORE_INDEX, collate
 from blocks.data.processor import MiniCPMVProcessor, ProcessorConfig
@@ -46,7 +46,16 @@ def test_the_caption_is_the_samples_supervised_text(tokenizer):
     assert records[row].answer in tokenizer.decode(caption)
     direct = pretrainer.contrastive.text(caption[None], torch.ones(1, len(caption), dtype=torch.bool))
     with torch.no_grad():
-        assert torch.allclose(pretrainer.embed_texts(batch)[row], direct[0], atol=1e-5)
+        assert torch.allclose(pretrainer.embed_texts(*captions(batch))[row], direct[0], atol=1e-5)
+
+
+def test_captions_longer_than_the_text_tower_are_cut_to_its_length(tokenizer):
+    pretrainer = ContrastivePretrainer(mcpv45_tiny(), vocab_size=len(tokenizer), max_text_length=4).eval()
+    batch, _ = _batch(tokenizer, size=2)
+    ids, mask = captions(batch)
+    assert mask.sum(1).min() > 4
+    with torch.no_grad():
+        assert torch.allclose(pretrainer.embed_texts(ids, mask), pretrainer.contrastive.text(ids[:, :4], mask[:, :4]))
 
 
 def test_samples_with_the_same_caption_match_each_other(tokenizer):
