@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -67,6 +69,22 @@ def test_samples_with_the_same_caption_match_each_other(tokenizer):
     same = torch.tensor([[a.answer == b.answer for b in records] for a in records])
     assert same.sum() > len(records)  # the test needs a repeated word
     assert torch.equal(out.matches, same)
+
+
+def test_retrieval_chance_is_the_most_common_caption_of_each_batch(tokenizer):
+    from assemblies.training.contrastive_module import ContrastiveModule
+
+    processor = MiniCPMVProcessor(tokenizer, ProcessorConfig(tokens_per_group=16, max_slice_nums=1,
+                                                             scale_resolution=112))
+    words = make_corpus("documents", size=12, tasks=["doc_ocr"])
+    dense, dense_records = _batch(tokenizer, size=6)
+    loader = [collate([processor(r, mode="train") for r in words], tokenizer.pad_token_id), dense]
+    blind_hits = sum(max(answers.count(a) for a in answers)
+                     for answers in ([r.answer for r in words], [r.answer for r in dense_records]))
+    assert blind_hits > 2  # a word repeats, so the chance is above one per batch size
+    data = SimpleNamespace(val_dataloader=lambda: [loader])
+    chance = ContrastiveModule.chance(SimpleNamespace(heldout_tasks=["mixed"]), data)
+    assert chance == {"mixed": pytest.approx(blind_hits / 18)}
 
 
 def test_a_few_steps_score_matched_pairs_above_the_others(tokenizer):
