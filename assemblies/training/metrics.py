@@ -111,20 +111,29 @@ class AnswerMetrics(torch.nn.Module):
 
 
 class RetrievalAccuracy(torch.nn.Module):
-    """Image -> text top-1 retrieval inside each evaluation batch: right when the top text is a match."""
+    """Image -> text top-1 retrieval inside each evaluation batch: right when the top text is a match.
+
+    ``chance`` is what a blind model gets on the same batches: it ranks the texts alike for every
+    image, so at best it picks the most common caption of each batch (1 / batch size when all differ,
+    more for a closed vocabulary such as the documents' boxed words).
+    """
 
     def __init__(self) -> None:
         super().__init__()
         from torchmetrics.aggregation import MeanMetric
 
         self.accuracy = MeanMetric()
+        self.blind = MeanMetric()
 
     def update(self, pair_logits: Tensor, matches: Tensor) -> None:
         """pair_logits [B, B] (rows images), matches [B, B] bool: the texts that match each image."""
         self.accuracy.update(matches.gather(1, pair_logits.argmax(1, keepdim=True)).float())
+        rows = matches.shape[0]
+        self.blind.update(matches.sum(0).max().float() / rows, weight=rows)
 
     def compute(self) -> dict[str, float]:
-        return {"acc": float(self.accuracy.compute())}
+        return {"acc": float(self.accuracy.compute()), "chance": float(self.blind.compute())}
 
     def reset(self) -> None:
         self.accuracy.reset()
+        self.blind.reset()

@@ -45,6 +45,8 @@ def test_tiny_pipeline_runs_every_stage_exports_and_plots(tmp_path):
     assert "scene_count" in done.stdout and "digit" in done.stdout  # per-task held-out rows
     stage0 = done.stdout.split("== stage0")[1].split("== stage1")[0]
     assert "dense_caption" in stage0 and "doc_ocr" in stage0  # stage0 reports retrieval per caption kind
+    retrieval = json.loads((tmp_path / "stage0" / "result.json").read_text())["tasks"]
+    assert all(0 < task["chance"] <= 1 for task in retrieval.values())  # measured on the held-out batches
     with safe_open(tmp_path / "stage0" / "model.safetensors", "pt") as weights:  # the text tower is dropped
         assert {key.split(".")[0] for key in weights.keys()} == {"vpm", "resampler", "llm"}
     metrics = json.loads((tmp_path / "metrics.json").read_text())

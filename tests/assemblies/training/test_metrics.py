@@ -48,8 +48,8 @@ def test_retrieval_is_right_when_the_top_text_matches_even_a_duplicate_caption()
     logits = torch.tensor([[0.0, 1.0, 5.0], [0.0, 5.0, 1.0], [5.0, 0.0, 1.0]])
     matches = torch.eye(3, dtype=torch.bool)
     metric.update(logits, matches)  # only row 1 picks its own caption
-    assert metric.compute()["acc"] == pytest.approx(1 / 3)
+    assert metric.compute() == {"acc": pytest.approx(1 / 3), "chance": pytest.approx(1 / 3)}
     metric.reset()
     matches[0, 2] = matches[2, 0] = True  # captions 0 and 2 are the same text
     metric.update(logits, matches)
-    assert metric.compute()["acc"] == pytest.approx(1.0)
+    assert metric.compute() == {"acc": pytest.approx(1.0), "chance": pytest.approx(2 / 3)}  # blind: pick text 0
