@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from blocks.data.record import Record
 from blocks.data.synthetic.base import SyntheticCorpus
-from blocks.data.synthetic.shapes import COLOURS, SHAPES, Shape, canvas, draw_shapes, place, scatter
+from blocks.data.synthetic.shapes import COLOURS, SHAPES, Shape, canvas, draw_shapes, place, scatter, scene_radius
 
 QUESTIONS = ("Describe the image.", "Write a short caption.", "What is in the picture?")
 DENSE_QUESTIONS = ("Describe every object and where it is.", "List the shapes and their places.")
@@ -58,7 +58,7 @@ class CaptionCorpus(SyntheticCorpus):
         s = self.image_size
         if task == "dense_caption":
             specs = [(rng.choice(SHAPES), rng.choice(list(COLOURS))) for _ in range(rng.randint(1, MAX_DENSE_OBJECTS))]
-            shapes = scatter(rng, s, specs, (s * 0.08, s * 0.11))
+            shapes = scatter(rng, s, specs, scene_radius(s))
             return self._image_record(record_id, task, draw_shapes(canvas(s), shapes), rng.choice(DENSE_QUESTIONS),
                                       dense_caption_of(shapes, s))
         n = rng.randint(1, 2)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from blocks.data.record import Record
 from blocks.data.synthetic.base import SyntheticCorpus
-from blocks.data.synthetic.shapes import COLOURS, SHAPES, Shape, canvas, draw_shapes, place, scatter
+from blocks.data.synthetic.shapes import COLOURS, SHAPES, Shape, canvas, draw_shapes, place, scatter, scene_radius
 
 MAX_COUNT = 6
 POSITIONS = ("left", "right", "top", "bottom")
@@ -42,7 +42,7 @@ class SceneCorpus(SyntheticCorpus):
         if image_size < 56:
             raise ValueError(f"scenes: image_size must be >= 56 to fit {MAX_COUNT} objects, got {image_size}")
         self.image_size = image_size
-        self.radius = (image_size * 0.08, image_size * 0.11)
+        self.radius = scene_radius(image_size)
 
     def _make(self, task: str, rng: random.Random, record_id: str) -> Record:
         if task == "scene_count":

@@ -23,6 +23,12 @@ SHAPES = ("circle", "square", "triangle")
 BACKGROUND = (30, 30, 30)
 
 
+def scene_radius(size: int) -> tuple[float, float]:
+    """Radius range of the objects of a still ``size`` scene (8-11% of the side), shared by the scene
+    questions and the dense captions, so contrastive pre-training sees the objects the questions ask about."""
+    return size * 0.08, size * 0.11
+
+
 @dataclass(frozen=True)
 class Shape:
     """One object: ``kind`` in ``SHAPES``, ``colour`` in ``COLOURS``, centre (x, y) and radius in pixels."""
