@@ -23,8 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from assemblies.contrastive import OBJECTIVE_HEADS
-from assemblies.mllm import SLOTS, MiniCPMV
+from assemblies.mllm import MiniCPMV
 from assemblies.presets import CONF_DIR, build_model
+from assemblies.training.stages import BLOCKS
 
 log = logging.getLogger(__name__)
 GIB, MIB = 1024 ** 3, 1024 ** 2
@@ -65,10 +66,9 @@ def read_stages(stage_dir: Path) -> tuple[list[Stage], list[str]]:
             log.info("%s has no name/trainable: not a stage, skipped", path)
             continue
         trainable = list(node.trainable)
-        unknown = sorted(set(trainable) - set(SLOTS) - set(OBJECTIVE_HEADS))
+        unknown = sorted(set(trainable) - set(BLOCKS))
         if unknown:
-            raise ValueError(f"{path}: trainable lists unknown blocks {unknown}; choose among "
-                             f"{[*SLOTS, *OBJECTIVE_HEADS]}")
+            raise ValueError(f"{path}: trainable lists unknown blocks {unknown}; choose among {list(BLOCKS)}")
         lora = OmegaConf.to_container(node.lora, resolve=True) if node.get("lora") else {}
         stages.append(Stage(str(node.name), trainable, lora))
     return stages, skipped
