@@ -113,3 +113,11 @@ def test_scale_picks_a_page_layout_that_fits(scale, font_size):
     layout = PageLayout.from_dict(OmegaConf.to_container(cfg.page_layout, resolve=True))  # validates the fit
     assert layout.font_size == font_size
     assert OmegaConf.to_container(cfg.data.corpora.documents, resolve=True)["layout"] == cfg.page_layout
+
+
+@pytest.mark.parametrize("override, position_init", [([], "normal"), (["dims.vision_position_init=sincos"], "sincos")])
+def test_the_tiny_tower_starts_with_siglips_position_table_unless_told_sincos(override, position_init):
+    from hydra.utils import instantiate
+
+    cfg = _compose([*BASE, "scale=tiny", *override])
+    assert instantiate(cfg.model.vision).position_init == position_init

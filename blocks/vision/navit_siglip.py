@@ -27,10 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from blocks.resampler.sincos import sincos_2d
 from blocks.vision.siglip_layer import LAYER_NORM_EPS, SiglipEncoderLayer
 
 # Std of a standard normal truncated to [-2, 2].
 TRUNCATED_NORMAL_STD = 0.87962566103423978
+POSITION_INITS = ("normal", "sincos")
 
 
 @functools.lru_cache(maxsize=512)
@@ -90,6 +92,10 @@ class SiglipEncoder(nn.Module):
 class NaViTSiglip(nn.Module):
     """The vision slot: packed patches + tgt_sizes -> per-patch features.
 
+    Args:
+        position_init: how a from-scratch position table starts (loaded checkpoints overwrite it):
+            ``"normal"`` (SigLIP's N(0, 1/D)) or ``"sincos"`` (see ``init_weights``).
+
     Attributes:
         width: feature size D.
         patch_size: P (14).
@@ -97,9 +103,12 @@ class NaViTSiglip(nn.Module):
     """
 
     def __init__(self, width: int, depth: int, num_heads: int, mlp_dim: int, patch_size: int = 14,
-                 position_grid: int = 70, attn_backend: str = "auto") -> None:
+                 position_grid: int = 70, attn_backend: str = "auto", position_init: str = "normal") -> None:
         super().__init__()
+        if position_init not in POSITION_INITS:
+            raise ValueError(f"position_init must be one of {POSITION_INITS}, got {position_init!r}")
         self.width = width
+        self.position_init = position_init
         self.patch_size = patch_size
         self.layer_classes: tuple[type, ...] = (SiglipEncoderLayer,)
         self.embeddings = SiglipNaViTEmbeddings(width, patch_size, position_grid)
@@ -116,13 +125,25 @@ class NaViTSiglip(nn.Module):
         patch of thin dark text adds to the patch embedding, so a from-scratch tower first learns to
         ignore the pixels: with the default init the tiny tower reads 20-px words at 0.26 after 800
         steps, with this one at 0.41 (24 words, chance 0.04).
+
+        ``position_init="sincos"`` starts the table as the 2-D sincos grid instead: values in [-1, 1],
+        about as large as a patch's embedding, and a fixed function of the place. The LLM reads a
+        resampler token by its content (RoPE orders the tokens but does not say which query made
+        one), so a shape's place must be in the features the queries average. A scene-position-only
+        tiny model trained from scratch for 900 steps reaches 0.39 with it, against 0.23 (chance
+        0.25) with SigLIP's init; it reads text worse (README, "Position").
         """
         patch = self.embeddings.patch_embedding
         # LeCun normal: N(0, 1/fan_in) truncated at 2 sigma, sigma corrected for the truncation.
         sigma = patch.weight[0].numel() ** -0.5 / TRUNCATED_NORMAL_STD
         nn.init.trunc_normal_(patch.weight, std=sigma, a=-2 * sigma, b=2 * sigma)
         nn.init.zeros_(patch.bias)
-        nn.init.normal_(self.embeddings.position_embedding.weight, std=self.width ** -0.5)
+        position = self.embeddings.position_embedding.weight
+        if self.position_init == "sincos":
+            grid = self.embeddings.position_grid
+            position.copy_(sincos_2d(grid, grid, self.width).reshape(grid * grid, self.width))
+        else:
+            nn.init.normal_(position, std=self.width ** -0.5)
         for layer in self.encoder.layers:
             attn, mlp = layer.self_attn, layer.mlp
             for proj in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj):
@@ -180,9 +201,9 @@ class NaViTSiglip(nn.Module):
 
 
 def navit_siglip(width: int, depth: int, num_heads: int, mlp_dim: int, patch_size: int = 14,
-                 position_grid: int = 70, attn_backend: str = "auto") -> NaViTSiglip:
+                 position_grid: int = 70, attn_backend: str = "auto", position_init: str = "normal") -> NaViTSiglip:
     """A NaViT SigLIP encoder of the given size (random init)."""
-    return NaViTSiglip(width, depth, num_heads, mlp_dim, patch_size, position_grid, attn_backend)
+    return NaViTSiglip(width, depth, num_heads, mlp_dim, patch_size, position_grid, attn_backend, position_init)
 
 
 def navit_siglip_so400m(attn_backend: str = "auto") -> NaViTSiglip:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from blocks.resampler.sincos import sincos_2d
 from blocks.vision import navit_position_ids, navit_siglip, navit_siglip_so400m, navit_siglip_tiny
 
 PATCH = 14
@@ -159,6 +160,16 @@ def test_random_init_is_siglips_own():
     assert layer.self_attn.q_proj.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.05)
     assert not layer.self_attn.q_proj.bias.any() and not patch.bias.any()
     assert 0 < layer.mlp.fc1.bias.abs().max().item() < 1e-5
+
+
+def test_sincos_position_init_is_the_2d_sincos_grid_as_large_as_a_patch():
+    tower = navit_siglip(64, 1, 2, 128, position_init="sincos")
+    table = tower.embeddings.position_embedding.weight
+    assert torch.equal(table, sincos_2d(70, 70, 64).reshape(4900, 64))
+    assert 0.6 < table.pow(2).mean().sqrt().item() < 0.8  # rms of sin/cos; SigLIP's normal init: 0.125
+    assert torch.equal(table, navit_siglip(64, 1, 2, 128, position_init="sincos").embeddings.position_embedding.weight)
+    with pytest.raises(ValueError, match="position_init must be one of"):
+        navit_siglip(64, 1, 2, 128, position_init="learned")
 
 
 def test_bad_input_is_refused_with_the_reason():
