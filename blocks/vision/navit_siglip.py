@@ -20,7 +20,8 @@ layout as a reference (tests, ``assemblies/benchmarks/vision_packing.py``).
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,8 @@ from blocks.vision.siglip_layer import LAYER_NORM_EPS, SiglipEncoderLayer
 
 # Std of a standard normal truncated to [-2, 2].
 TRUNCATED_NORMAL_STD = 0.87962566103423978
-POSITION_INITS = ("normal", "sincos")
+PositionInit = Literal["normal", "sincos"]
+POSITION_INITS: tuple[PositionInit, ...] = ("normal", "sincos")
 
 
 @functools.lru_cache(maxsize=512)
@@ -103,7 +105,7 @@ class NaViTSiglip(nn.Module):
     """
 
     def __init__(self, width: int, depth: int, num_heads: int, mlp_dim: int, patch_size: int = 14,
-                 position_grid: int = 70, attn_backend: str = "auto", position_init: str = "normal") -> None:
+                 position_grid: int = 70, attn_backend: str = "auto", position_init: PositionInit = "normal") -> None:
         super().__init__()
         if position_init not in POSITION_INITS:
             raise ValueError(f"position_init must be one of {POSITION_INITS}, got {position_init!r}")
@@ -126,12 +128,12 @@ class NaViTSiglip(nn.Module):
         ignore the pixels: with the default init the tiny tower reads 20-px words at 0.26 after 800
         steps, with this one at 0.41 (24 words, chance 0.04).
 
-        ``position_init="sincos"`` starts the table as the 2-D sincos grid instead: values in [-1, 1],
-        about as large as a patch's embedding, and a fixed function of the place. The LLM reads a
-        resampler token by its content (RoPE orders the tokens but does not say which query made
-        one), so a shape's place must be in the features the queries average. A scene-position-only
-        tiny model trained from scratch for 900 steps reaches 0.39 with it, against 0.23 (chance
-        0.25) with SigLIP's init; it reads text worse (README, "Position").
+        ``position_init="sincos"`` starts the table as the 2-D sincos grid instead (the table the resampler
+        adds to its keys): values in [-1, 1], about as large as a patch's embedding. The LLM reads a
+        resampler token by its content (RoPE orders the tokens but does not say which query made one), so a
+        shape's place must be in the features the queries average. A scene-position-only tiny model trained
+        from scratch for 900 steps reaches 0.39 with it, against 0.23 (chance 0.25) with SigLIP's init; it
+        reads text worse (README, "Position").
         """
         patch = self.embeddings.patch_embedding
         # LeCun normal: N(0, 1/fan_in) truncated at 2 sigma, sigma corrected for the truncation.
@@ -201,7 +203,8 @@ class NaViTSiglip(nn.Module):
 
 
 def navit_siglip(width: int, depth: int, num_heads: int, mlp_dim: int, patch_size: int = 14,
-                 position_grid: int = 70, attn_backend: str = "auto", position_init: str = "normal") -> NaViTSiglip:
+                 position_grid: int = 70, attn_backend: str = "auto",
+                 position_init: PositionInit = "normal") -> NaViTSiglip:
     """A NaViT SigLIP encoder of the given size (random init)."""
     return NaViTSiglip(width, depth, num_heads, mlp_dim, patch_size, position_grid, attn_backend, position_init)
 

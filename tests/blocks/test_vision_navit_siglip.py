@@ -10,7 +10,12 @@ import torch
 from safetensors.torch import load_file
 
 from blocks.resampler.sincos import sincos_2d
-from blocks.vision import navit_position_ids, navit_siglip, navit_siglip_so400m, navit_siglip_tiny
+from blocks.vision import (
+    navit_position_ids,
+    navit_siglip,
+    navit_siglip_so400m,
+    navit_siglip_tiny,
+)
 
 PATCH = 14
 
