@@ -80,7 +80,7 @@ class PageLayout:
             raise ValueError(f"page layout: indent must be [fewest, most] px with 0 <= fewest <= most, got {self.indent}")
         if len(self.forms) < 2 or not all("{c}" in f and "{k}" in f for f in self.forms):
             raise ValueError(f"page layout: need at least two forms, each with {{c}} and {{k}}; got {self.forms}")
-        if self.top + self.lines * self.line_height > self.size - 1:
+        if not self.fits(self.lines):
             raise ValueError(f"page layout: {self.lines} lines of {self.line_height}px do not fit on a "
                              f"{self.size}px page")
         texts = [f.format(c=c, k=k) for f in self.forms for c in COUNTRIES for k in CAPITALS] + list(FILLER)
@@ -101,6 +101,10 @@ class PageLayout:
     @property
     def lines(self) -> int:
         return 2 * self.facts + self.filler_lines
+
+    def fits(self, lines: int) -> bool:
+        """Whether ``lines`` lines from ``top`` end above the page's last pixel row."""
+        return self.top + lines * self.line_height <= self.size - 1
 
     def line_top(self, row: int) -> int:
         """Pen y of line ``row``."""
@@ -138,7 +142,7 @@ def render_page(lines: list[list[tuple[str, int | None]]], rng: random.Random,
     Returns:
         The page image and the regions (tight ink boxes) of all grouped pieces.
     """
-    if layout.top + len(lines) * layout.line_height > layout.size - 1:
+    if not layout.fits(len(lines)):
         raise ValueError(f"{len(lines)} lines of {layout.line_height}px do not fit on a {layout.size}px page")
     image = Image.new("RGB", (layout.size, layout.size), PAPER)
     regions = []
