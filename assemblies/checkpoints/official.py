@@ -40,6 +40,8 @@ def official_config(model: MiniCPMV, dtype: torch.dtype = torch.bfloat16, max_sl
 
     The official code derives the resampler's head count as hidden_size // 128; a model whose heads
     differ (the tiny preset) gets one extra field, ``resampler_num_heads``, that the official loader ignores.
+    A resampler with ``positions_in_values`` gets ``resampler_positions_in_values: true``; our loader
+    restores it, the official code ignores it and so computes that model's outputs differently.
 
     Raises:
         ValueError: the model's blocks have no official layout (e.g. an MLP projector).
@@ -78,6 +80,8 @@ def official_config(model: MiniCPMV, dtype: torch.dtype = torch.bfloat16, max_sl
     }
     if resampler.num_heads != c.hidden_size // 128:
         config["resampler_num_heads"] = resampler.num_heads
+    if resampler.positions_in_values:
+        config["resampler_positions_in_values"] = True
     return config
 
 
@@ -95,7 +99,8 @@ def build_from_official_config(config: Mapping, attn_backend: str = "auto") -> M
                        patch_size=patch, position_grid=vision["image_size"] // patch, attn_backend=attn_backend)
     hidden = config["hidden_size"]
     resampler = resampler3d(config["query_num"], hidden, vision["hidden_size"],
-                            config.get("resampler_num_heads", hidden // 128), attn_backend=attn_backend)
+                            config.get("resampler_num_heads", hidden // 128), attn_backend=attn_backend,
+                            positions_in_values=config.get("resampler_positions_in_values", False))
     llm = qwen3(config["vocab_size"], hidden, config["num_hidden_layers"], config["num_attention_heads"],
                 config["num_key_value_heads"], config.get("head_dim", hidden // config["num_attention_heads"]),
                 config["intermediate_size"], rope_theta=config.get("rope_theta", 1e6),

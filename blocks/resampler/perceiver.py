@@ -6,6 +6,7 @@ Same parameters, names and math as the official ``resampler.py`` (MiniCPM-V 4.5)
     q = ln_q(query)                                        [Q, D]
     v = ln_kv(kv_proj(x))                                  per patch, [*, D]
     k = v + pos2d(row, col) (+ temporal(frame id))         keys only get positions
+                                                           (positions_in_values=True: v = k)
     out = ln_post(MultiheadAttention(q, k, v)) @ proj      [Q, D] per group
 
 The 3-D variant compresses a *group* (an image slice, or 1-6 consecutive video frames) into one set
@@ -55,10 +56,14 @@ class PerceiverResampler(nn.Module):
         temporal: True = 3-D (frames of a group share one key set + temporal embedding);
             False = 2-D (every slice/frame is its own group).
         attn_backend: ``packed_attention`` backend.
+        positions_in_values: False = official (positions steer where a query looks but do not reach
+            its output). True adds the same table to the values, so each output token also carries
+            the place and time it read from; no parameters change. An ablation for towers whose
+            features hold little place (README, "Position").
     """
 
     def __init__(self, num_queries: int, embed_dim: int, kv_dim: int, num_heads: int,
-                 temporal: bool = True, attn_backend: str = "auto") -> None:
+                 temporal: bool = True, attn_backend: str = "auto", positions_in_values: bool = False) -> None:
         super().__init__()
         if embed_dim % num_heads or embed_dim % 4:
             raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads} and by 4")
@@ -67,6 +72,7 @@ class PerceiverResampler(nn.Module):
         self.num_heads = num_heads
         self.temporal = temporal
         self.attn_backend = attn_backend
+        self.positions_in_values = positions_in_values
         # One cross-attention, no repeated layers: wrap/checkpoint the block as a whole.
         self.layer_classes: tuple[type, ...] = ()
 
@@ -112,7 +118,8 @@ class PerceiverResampler(nn.Module):
             counts = (tgt_sizes[:, 0] * tgt_sizes[:, 1]).long()
             frame_embedding = temporal_sincos(temporal_ids.long(), self.out_dim)
             positions = positions + torch.repeat_interleave(frame_embedding, counts, dim=0)
-        return values + positions.to(values.dtype), values
+        keys = values + positions.to(values.dtype)
+        return keys, keys if self.positions_in_values else values
 
     def _in_proj(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         w_q, w_k, w_v = self.attn.in_proj_weight.chunk(3)
@@ -183,17 +190,17 @@ class PerceiverResampler(nn.Module):
 
 
 def resampler3d(num_queries: int, embed_dim: int, kv_dim: int, num_heads: int | None = None,
-                attn_backend: str = "auto") -> PerceiverResampler:
+                attn_backend: str = "auto", positions_in_values: bool = False) -> PerceiverResampler:
     """3-D resampler: Q queries per group of frames; ``num_heads`` defaults to D // 128 (official)."""
     return PerceiverResampler(num_queries, embed_dim, kv_dim, num_heads or max(1, embed_dim // 128),
-                              temporal=True, attn_backend=attn_backend)
+                              temporal=True, attn_backend=attn_backend, positions_in_values=positions_in_values)
 
 
 def resampler2d(num_queries: int, embed_dim: int, kv_dim: int, num_heads: int | None = None,
-                attn_backend: str = "auto") -> PerceiverResampler:
+                attn_backend: str = "auto", positions_in_values: bool = False) -> PerceiverResampler:
     """2-D resampler: Q queries per slice/frame, no temporal embedding."""
     return PerceiverResampler(num_queries, embed_dim, kv_dim, num_heads or max(1, embed_dim // 128),
-                              temporal=False, attn_backend=attn_backend)
+                              temporal=False, attn_backend=attn_backend, positions_in_values=positions_in_values)
 
 
 def resampler3d_mcpv45(attn_backend: str = "auto") -> PerceiverResampler:

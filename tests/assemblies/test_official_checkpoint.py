@@ -100,8 +100,9 @@ def test_full_size_loading_allocates_only_buffers(reference_dir):
     torch.testing.assert_close(inv_freq, 1e6 ** -(torch.arange(0, 128, 2).float() / 128))
 
 
-def test_tiny_round_trip_is_exact(tmp_path):
-    model = mcpv45_tiny().eval()
+@pytest.mark.parametrize("overrides", [[], ["model.resampler.positions_in_values=true"]])
+def test_tiny_round_trip_is_exact(tmp_path, overrides):
+    model = mcpv45_tiny(overrides).eval()
     export_official(model, tmp_path, dtype=torch.float32, max_shard_bytes=400_000)
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     shards = sorted(p.name for p in tmp_path.glob("*.safetensors"))

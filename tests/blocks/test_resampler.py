@@ -164,6 +164,24 @@ def test_3d_vs_2d_token_counts():
     assert resampler2d_tiny().tokens_per_group([(2, 4)] * 3) == 48
 
 
+@pytest.mark.parametrize("temporal", [True, False])
+def test_positions_in_values_put_the_place_into_the_output(temporal):
+    """Over patches that all look the same, official values are identical, so every query returns the
+    same token; with positions in the values, the queries' tokens differ by where they looked."""
+    official = PerceiverResampler(16, 64, 64, 2, temporal=temporal, attn_backend="sdpa")
+    placed = PerceiverResampler(16, 64, 64, 2, temporal=temporal, attn_backend="sdpa", positions_in_values=True)
+    placed.load_state_dict(official.state_dict())
+    x = torch.randn(1, 64).expand(8 * 8, 64)
+    inputs = (x, torch.tensor([[8, 8]]), torch.tensor([-1]), torch.tensor([1]))
+    same = official(*inputs)
+    torch.testing.assert_close(same, same[:1].expand_as(same), atol=1e-5, rtol=1e-5)
+    tokens = placed(*inputs)
+    distances = torch.cdist(tokens, tokens) + torch.eye(len(tokens)) * 1e9
+    assert distances.min() > 1e-2  # no two queries return the same token
+    varied = _mixed_batch()
+    torch.testing.assert_close(placed(*varied), placed.forward_padded(*varied), atol=1e-5, rtol=1e-5)
+
+
 def test_temporal_ids_and_group_membership_change_only_their_group():
     model = resampler3d_tiny()
     x, tgt_sizes, temporal_ids, group_sizes = _mixed_batch()
