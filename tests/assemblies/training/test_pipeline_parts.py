@@ -1,4 +1,4 @@
-"""Pipeline parts: capacity check, safetensors weights in/out, sweep summary."""
+"""Pipeline parts: capacity check, compute threads, safetensors weights in/out, sweep summary."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from assemblies.presets import mcpv45_tiny
-from assemblies.training.pipeline import check_capacity
+from assemblies.training.pipeline import check_capacity, compute_threads
 from assemblies.training.sweep import summarise
 from assemblies.training.weights import load_weights, save_weights
 from tests.assemblies.training.conftest import compose_train
@@ -20,6 +20,21 @@ def test_full_scale_on_this_machine_stops_at_once_saying_what_it_needs(monkeypat
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match=r"8,695,895,280 parameters.*GiB.*trainer=fsdp"):
         check_capacity(cfg.model, cfg.trainer, [cfg.stages[name] for name in cfg.pipeline.stages])
+
+
+def test_compute_threads_leave_a_core_per_data_worker_and_are_restored():
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        with compute_threads(None, data_workers=1) as threads:
+            assert threads == torch.get_num_threads() == 3
+        with compute_threads(None, data_workers=8) as threads:
+            assert threads == 1
+        with compute_threads(2, data_workers=1) as threads:  # an explicit count wins
+            assert threads == 2
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_weights_round_trip_and_component_prefixes(tmp_path):
