@@ -115,7 +115,7 @@ def test_scale_picks_a_page_layout_that_fits(scale, font_size):
     assert OmegaConf.to_container(cfg.data.corpora.documents, resolve=True)["layout"] == cfg.page_layout
 
 
-@pytest.mark.parametrize("override, position_init", [([], "normal"), (["dims.vision_position_init=sincos"], "sincos")])
+@pytest.mark.parametrize("override, position_init", [([], "normal"), (["model.vision.position_init=sincos"], "sincos")])
 def test_the_tiny_tower_starts_with_siglips_position_table_unless_told_sincos(override, position_init):
     from hydra.utils import instantiate
 
