@@ -121,3 +121,10 @@ def test_the_tiny_tower_starts_with_siglips_position_table_unless_told_sincos(ov
 
     cfg = _compose([*BASE, "scale=tiny", *override])
     assert instantiate(cfg.model.vision).position_init == position_init
+
+
+@pytest.mark.parametrize("scale, resampler, region_grid", [("tiny", "resampler3d", 8), ("tiny", "resampler2d", 8),
+                                                           ("full", "resampler3d", None)])
+def test_only_the_from_scratch_tiny_resampler_starts_with_region_queries(scale, resampler, region_grid):
+    cfg = _compose([*BASE, f"scale={scale}", f"resampler={resampler}"])
+    assert cfg.model.resampler.region_grid == region_grid

@@ -35,7 +35,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from blocks.attention import packed_attention
 from blocks.batch import packed_layout_problems
-from blocks.resampler.sincos import packed_sincos_2d, temporal_sincos
+from blocks.resampler.sincos import packed_sincos_2d, sincos_1d, temporal_sincos
 
 
 def check_packed_layout(x: Tensor, tgt_sizes: Tensor, temporal_ids: Tensor, group_sizes: Tensor) -> None:
@@ -60,19 +60,27 @@ class PerceiverResampler(nn.Module):
             its output). True adds the same table to the values, so each output token also carries
             the place and time it read from; no parameters change. An ablation for towers whose
             features hold little place (README, "Position").
+        region_grid: None = the official init. G = region init (``localize_queries``) over a
+            G x G patch slice, for resamplers trained from scratch; weights only, so a checkpoint
+            stays official.
     """
 
     def __init__(self, num_queries: int, embed_dim: int, kv_dim: int, num_heads: int,
-                 temporal: bool = True, attn_backend: str = "auto", positions_in_values: bool = False) -> None:
+                 temporal: bool = True, attn_backend: str = "auto", positions_in_values: bool = False,
+                 region_grid: int | None = None) -> None:
         super().__init__()
         if embed_dim % num_heads or embed_dim % 4:
             raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads} and by 4")
+        if region_grid is not None and (round(num_queries ** 0.5) ** 2 != num_queries or embed_dim % (4 * num_heads)):
+            raise ValueError(f"region_grid needs a square num_queries (got {num_queries}) and embed_dim "
+                             f"{embed_dim} divisible by 4 * num_heads ({4 * num_heads})")
         self.num_queries = num_queries
         self.out_dim = embed_dim
         self.num_heads = num_heads
         self.temporal = temporal
         self.attn_backend = attn_backend
         self.positions_in_values = positions_in_values
+        self.region_grid = region_grid
         # One cross-attention, no repeated layers: wrap/checkpoint the block as a whole.
         self.layer_classes: tuple[type, ...] = ()
 
@@ -88,7 +96,8 @@ class PerceiverResampler(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """The official init: trunc-normal(0.02) query and Linear weights, zero biases, unit LayerNorms,
-        MultiheadAttention's own init for ``in_proj``, ``proj = D**-0.5 * randn``."""
+        MultiheadAttention's own init for ``in_proj``, ``proj = D**-0.5 * randn``; then the region
+        init when ``region_grid`` is set."""
         nn.init.trunc_normal_(self.query, std=0.02)
         self.attn._reset_parameters()  # xavier in_proj_weight, zero in_proj_bias and out_proj.bias
         for module in self.modules():
@@ -100,6 +109,38 @@ class PerceiverResampler(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         self.proj.copy_(self.out_dim ** -0.5 * torch.randn_like(self.proj))
+        if self.region_grid is not None:
+            self.localize_queries(self.region_grid)
+
+    @torch.no_grad()
+    def localize_queries(self, grid: int, gain: float = 3.0, content_scale: float = 0.1) -> None:
+        """Region init: the Q queries tile a ``grid`` x ``grid`` patch slice as a sqrt(Q) x sqrt(Q)
+        board, and each starts out attending to its own cell.
+
+        With the official init every query looks at the whole slice (attention logits of std ~0.6),
+        and a tiny tower trained from scratch keeps it that way: 16 near-identical tokens that say
+        what is in the image but not where (README, "Position"). Here query i is the sincos position
+        of its cell centre, and the query and key projections are ``gain`` times one permutation
+        that gives every head every ``num_heads``-th frequency of both axes (the table holds the
+        column frequencies in its first half, the rows' in the second). A head's logit for patch j
+        is then ``gain**2 * ln_q(pos_i) . (v_j + pos_j) / sqrt(head_dim)``, peaked at the patches of
+        cell i. The patch term ``ln_q(pos_i) . v_j`` would outweigh the place over varied features
+        (a pre-trained tower's), so ``ln_kv``'s scale starts at ``content_scale``; the values lose
+        nothing by it, ``ln_post`` normalises the output. Over random features the attention then
+        spreads about 1.2 patches around the cell centre at the tiny size (8 x 8 slice, 16 queries,
+        2-patch cells) and 1.0 at the official one (32 x 32, 64 queries, 4-patch cells). Training
+        moves everything from there; the value and output projections keep the official init.
+        """
+        side, dim, frequencies = round(self.num_queries ** 0.5), self.out_dim, self.out_dim // 4
+        centres = (torch.arange(side, dtype=torch.float32) + 0.5) * grid / side - 0.5
+        rows, cols = centres.repeat_interleave(side), centres.repeat(side)
+        self.query.copy_(torch.cat([sincos_1d(cols, dim // 2), sincos_1d(rows, dim // 2)], dim=-1))
+        # Table layout per axis: [sin f0..fn, cos f0..fn]; columns first, then rows.
+        order = [part * frequencies + f for head in range(self.num_heads)
+                 for f in range(head, frequencies, self.num_heads) for part in range(4)]
+        permutation = torch.eye(dim)[order]
+        self.attn.in_proj_weight[: 2 * dim].copy_(gain * torch.cat([permutation, permutation]))
+        self.ln_kv.weight.fill_(content_scale)
 
     def group_frames(self, tgt_sizes: Tensor, group_sizes: Tensor) -> Tensor:
         """Frames per attention group: ``group_sizes`` for 3-D, all ones for 2-D. [G'] long."""
@@ -190,17 +231,21 @@ class PerceiverResampler(nn.Module):
 
 
 def resampler3d(num_queries: int, embed_dim: int, kv_dim: int, num_heads: int | None = None,
-                attn_backend: str = "auto", positions_in_values: bool = False) -> PerceiverResampler:
+                attn_backend: str = "auto", positions_in_values: bool = False,
+                region_grid: int | None = None) -> PerceiverResampler:
     """3-D resampler: Q queries per group of frames; ``num_heads`` defaults to D // 128 (official)."""
     return PerceiverResampler(num_queries, embed_dim, kv_dim, num_heads or max(1, embed_dim // 128),
-                              temporal=True, attn_backend=attn_backend, positions_in_values=positions_in_values)
+                              temporal=True, attn_backend=attn_backend, positions_in_values=positions_in_values,
+                              region_grid=region_grid)
 
 
 def resampler2d(num_queries: int, embed_dim: int, kv_dim: int, num_heads: int | None = None,
-                attn_backend: str = "auto", positions_in_values: bool = False) -> PerceiverResampler:
+                attn_backend: str = "auto", positions_in_values: bool = False,
+                region_grid: int | None = None) -> PerceiverResampler:
     """2-D resampler: Q queries per slice/frame, no temporal embedding."""
     return PerceiverResampler(num_queries, embed_dim, kv_dim, num_heads or max(1, embed_dim // 128),
-                              temporal=False, attn_backend=attn_backend, positions_in_values=positions_in_values)
+                              temporal=False, attn_backend=attn_backend, positions_in_values=positions_in_values,
+                              region_grid=region_grid)
 
 
 def resampler3d_mcpv45(attn_backend: str = "auto") -> PerceiverResampler:

@@ -182,6 +182,39 @@ def test_positions_in_values_put_the_place_into_the_output(temporal):
     torch.testing.assert_close(placed(*varied), placed.forward_padded(*varied), atol=1e-5, rtol=1e-5)
 
 
+def _token_changes_per_cell(model: PerceiverResampler, grid: int) -> torch.Tensor:
+    """[cells, Q]: how far each output token moves when the patches of one board cell change."""
+    side = round(model.num_queries ** 0.5)
+    cell = grid // side
+    x = torch.randn(grid * grid, 64)
+    inputs = (torch.tensor([[grid, grid]]), torch.tensor([-1]), torch.tensor([1]))
+    with torch.no_grad():
+        base = model(x, *inputs)
+        changes = []
+        for row in range(side):
+            for col in range(side):
+                changed = x.view(grid, grid, 64).clone()
+                changed[row * cell:(row + 1) * cell, col * cell:(col + 1) * cell] += 0.3 * torch.randn(cell, cell, 64)
+                changes.append((model(changed.view(-1, 64), *inputs) - base).norm(dim=-1))
+    return torch.stack(changes)
+
+
+@pytest.mark.parametrize(("queries", "width", "heads", "grid"), [(16, 64, 2, 8), (64, 256, 8, 32)])
+def test_region_init_makes_each_query_read_its_own_cell(queries, width, heads, grid):
+    """Changing the patches of one cell moves that cell's token most; with the official init the
+    tokens move together (every query reads the whole slice)."""
+    torch.manual_seed(0)
+    regional = resampler3d(queries, width, 64, heads, attn_backend="sdpa", region_grid=grid)
+    changes = _token_changes_per_cell(regional, grid)
+    assert torch.equal(changes.argmax(dim=1), torch.arange(queries))
+    others = changes.masked_fill(torch.eye(queries, dtype=torch.bool), 0).sum(dim=1) / (queries - 1)
+    assert (changes.diagonal() > 5 * others).all()
+    official = _token_changes_per_cell(resampler3d(queries, width, 64, heads, attn_backend="sdpa"), grid)
+    assert (official.argmax(dim=1) == torch.arange(queries)).float().mean() < 0.5
+    with pytest.raises(ValueError, match="square num_queries"):
+        resampler3d(12, 64, 64, 2, region_grid=8)
+
+
 def test_temporal_ids_and_group_membership_change_only_their_group():
     model = resampler3d_tiny()
     x, tgt_sizes, temporal_ids, group_sizes = _mixed_batch()
