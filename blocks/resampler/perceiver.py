@@ -35,7 +35,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from blocks.attention import packed_attention
 from blocks.batch import packed_layout_problems
-from blocks.resampler.sincos import packed_sincos_2d, sincos_1d, temporal_sincos
+from blocks.resampler.sincos import packed_sincos_2d, sincos_2d_at, temporal_sincos
 
 
 def check_packed_layout(x: Tensor, tgt_sizes: Tensor, temporal_ids: Tensor, group_sizes: Tensor) -> None:
@@ -133,9 +133,8 @@ class PerceiverResampler(nn.Module):
         """
         side, dim, frequencies = round(self.num_queries ** 0.5), self.out_dim, self.out_dim // 4
         centres = (torch.arange(side, dtype=torch.float32) + 0.5) * grid / side - 0.5
-        rows, cols = centres.repeat_interleave(side), centres.repeat(side)
-        self.query.copy_(torch.cat([sincos_1d(cols, dim // 2), sincos_1d(rows, dim // 2)], dim=-1))
-        # Table layout per axis: [sin f0..fn, cos f0..fn]; columns first, then rows.
+        self.query.copy_(sincos_2d_at(centres.repeat_interleave(side), centres.repeat(side), dim))
+        # sincos_2d_at's layout: [sin f0..fn, cos f0..fn] per axis, columns first, then rows.
         order = [part * frequencies + f for head in range(self.num_heads)
                  for f in range(head, frequencies, self.num_heads) for part in range(4)]
         permutation = torch.eye(dim)[order]

@@ -39,17 +39,26 @@ def sincos_1d(positions: Tensor, dim: int) -> Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+def sincos_2d_at(rows: Tensor, cols: Tensor, dim: int) -> Tensor:
+    """2-D embeddings of [M] (row, col) positions, integer or float (e.g. cell centres).
+
+    Returns:
+        [M, dim] float32: ``concat(sincos_1d(col, dim/2), sincos_1d(row, dim/2))``.
+    """
+    if dim % 4:
+        raise ValueError(f"2-D sincos embedding needs dim divisible by 4, got {dim}")
+    return torch.cat([sincos_1d(cols, dim // 2), sincos_1d(rows, dim // 2)], dim=-1)
+
+
 def sincos_2d(height: int, width: int, dim: int, device: torch.device | str | None = None) -> Tensor:
     """The 2-D table for a ``height`` x ``width`` patch grid.
 
     Returns:
-        [height, width, dim] float32; ``[r, c] = concat(sincos_1d(c, dim/2), sincos_1d(r, dim/2))``.
+        [height, width, dim] float32; ``[r, c] = sincos_2d_at(r, c, dim)``.
     """
-    if dim % 4:
-        raise ValueError(f"2-D sincos embedding needs dim divisible by 4, got {dim}")
-    cols = sincos_1d(torch.arange(width, device=device), dim // 2)
-    rows = sincos_1d(torch.arange(height, device=device), dim // 2)
-    return torch.cat([cols[None, :, :].expand(height, -1, -1), rows[:, None, :].expand(-1, width, -1)], dim=-1)
+    rows, cols = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device),
+                                indexing="ij")
+    return sincos_2d_at(rows.reshape(-1), cols.reshape(-1), dim).view(height, width, dim)
 
 
 def packed_sincos_2d(tgt_sizes: Tensor, dim: int) -> Tensor:
@@ -74,7 +83,7 @@ def packed_sincos_2d(tgt_sizes: Tensor, dim: int) -> Tensor:
     local = torch.arange(int(counts.sum()), device=device) - slice_start
     patch_width = torch.repeat_interleave(widths, counts)
     rows, cols = local // patch_width, local % patch_width
-    # One small 1-D table gathered twice is much cheaper than sin/cos of every patch.
+    # sincos_2d_at's layout; one small 1-D table gathered twice is much cheaper than sin/cos of every patch.
     table = sincos_1d(torch.arange(int(tgt_sizes.max()), device=device), dim // 2)
     return torch.cat([table[cols], table[rows]], dim=-1)
 
