@@ -13,9 +13,10 @@ reference tokens are the same in both), takes the reference tokens' log-probs (`
 and passes them here. RLPR computes score_A once with the initial policy and stores it; computing
 it with the current policy every step is the caller's other option.
 
-Short mode has no reasoning: score_B would equal score_A for every sample, so the reward does not
-apply there (``rlpr_contexts`` returns ``None``). A long rollout with no closed reasoning (cut off,
-malformed) earns 0, like the accuracy reward.
+Per sample (``rlpr_applies``, then ``rlpr_contexts``): not routed to RLPR (``meta["verifier"]``),
+no reference, or short mode -> ``None`` (short mode has no reasoning: score_B would equal score_A
+for every sample); a long rollout with no closed reasoning (cut off, malformed) -> 0.0, like the
+accuracy reward; else the reward above. These values go to the combiner as the given ``rlpr``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from blocks.answers import THINK_CLOSE, Mode
+from blocks.answers import THINK_CLOSE
 from blocks.rl.advantages import group_stats
+from blocks.rl.rewards import RLPR, Rollout, verifier_of
 
 ANSWER_GAP = "\n\n"  # what the chat template writes between </think> and the answer
 
@@ -40,13 +42,15 @@ class RlprContexts:
     without_reasoning: str = "\n" + THINK_CLOSE + ANSWER_GAP
 
 
-def rlpr_contexts(completion: str, mode: Mode) -> RlprContexts | None:
-    """The contexts of a long-mode ``completion`` whose reasoning is closed by ``</think>``.
+def rlpr_applies(rollout: Rollout) -> bool:
+    """Whether the probability reward scores this sample: routed to RLPR, with a reference, long mode."""
+    return verifier_of(rollout) == RLPR and rollout.reference is not None and rollout.mode == "long"
 
-    ``None`` when the reward does not apply (short mode) or the rollout has no closed reasoning
-    (the caller gives it 0). The reasoning is kept verbatim up to its first ``</think>``.
-    """
-    if mode == "short" or THINK_CLOSE not in completion:
+
+def rlpr_contexts(completion: str) -> RlprContexts | None:
+    """The contexts of a long-mode ``completion``; ``None`` when its reasoning is not closed by
+    ``</think>`` (the sample earns 0). The reasoning is kept verbatim up to its first ``</think>``."""
+    if THINK_CLOSE not in completion:
         return None
     reasoning = completion[:completion.index(THINK_CLOSE) + len(THINK_CLOSE)]
     return RlprContexts(with_reasoning=reasoning + ANSWER_GAP)

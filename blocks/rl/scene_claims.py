@@ -216,7 +216,8 @@ class SceneChecker:
         if not candidates or (claim.only and len(candidates) != 1):
             return "rejected"
         if claim.what == "place":
-            return "accepted" if any(self._at(i, claim.place) for i in candidates) else "rejected"  # type: ignore[arg-type]
+            hit = any(self._at(i, claim.place) for i in candidates)  # type: ignore[arg-type]
+            return "accepted" if hit else "rejected"
         return "accepted" if any(self.shapes[i][1] == claim.colour for i in candidates) else "rejected"
 
 

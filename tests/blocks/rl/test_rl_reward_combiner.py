@@ -33,7 +33,8 @@ def test_a_raising_reward_is_counted_and_logged_not_fatal(caplog):
             raise RuntimeError("verifier crashed")
         return 1.0
 
-    combiner = RewardCombiner([RewardComponent("fragile", fn=fragile), RewardComponent("format", fn=build_reward("format"))])
+    combiner = RewardCombiner([RewardComponent("fragile", fn=fragile),
+                               RewardComponent("format", fn=build_reward("format"))])
     with caplog.at_level(logging.WARNING):
         batch = combiner([Rollout("a", "short"), Rollout("boom", "short"), Rollout("c", "short"),
                           Rollout("d", "short")], group_size=2)
@@ -52,7 +53,8 @@ def test_a_non_number_is_a_failure(bad):
 
 
 def test_given_values_are_checked_too():
-    batch = RewardCombiner([RewardComponent("rlpr")])([Rollout("a", "long")] * 2, 2, given={"rlpr": [0.3, float("nan")]})
+    combiner = RewardCombiner([RewardComponent("rlpr")])
+    batch = combiner([Rollout("a", "long")] * 2, 2, given={"rlpr": [0.3, float("nan")]})
     assert batch.failures["rlpr"] == 1 and batch.total.tolist() == pytest.approx([0.3, 0.0])
 
 

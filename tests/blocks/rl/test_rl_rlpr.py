@@ -3,15 +3,22 @@ import math
 import pytest
 import torch
 
-from blocks.rl.rlpr import StdFilter, mean_token_probability, probability_reward, rlpr_contexts
+from blocks.rl.rewards import Rollout
+from blocks.rl.rlpr import StdFilter, mean_token_probability, probability_reward, rlpr_applies, rlpr_contexts
+
+
+def test_which_samples_rlpr_scores():
+    assert rlpr_applies(Rollout("r</think>\n\nParis", "long", "Paris", {"verifier": "rlpr"}))
+    assert not rlpr_applies(Rollout("Paris", "short", "Paris", {"verifier": "rlpr"}))  # nothing to condition on
+    assert not rlpr_applies(Rollout("r</think>\n\n3", "long", "3"))                  # rule-verified
+    assert not rlpr_applies(Rollout("r</think>\n\nParis", "long", None, {"verifier": "rlpr"}))
 
 
 def test_contexts_keep_the_policys_reasoning_verbatim():
-    contexts = rlpr_contexts("First, the sun.\n</think>\n\nParis is the capital", "long")
+    contexts = rlpr_contexts("First, the sun.\n</think>\n\nParis is the capital")
     assert contexts.with_reasoning == "First, the sun.\n</think>\n\n"
     assert "<think>\n" + contexts.without_reasoning == "<think>\n\n</think>\n\n"  # the empty think block
-    assert rlpr_contexts("cut off reasoning", "long") is None     # no closed reasoning: the caller gives 0
-    assert rlpr_contexts("Paris", "short") is None                 # nothing to condition on in short mode
+    assert rlpr_contexts("cut off reasoning") is None     # no closed reasoning: the caller gives 0
 
 
 def test_probability_reward_by_hand():
