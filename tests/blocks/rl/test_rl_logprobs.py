@@ -59,3 +59,20 @@ def test_sequence_sums_and_masked_mean():
     assert sums.tolist() == [-3.0, -0.5] and counts.tolist() == [2, 1]
     assert masked_mean(logprobs, mask).item() == pytest.approx(-3.5 / 3)
     assert masked_mean(logprobs, torch.zeros_like(mask)).item() == 0.0
+
+
+def test_backward_keeps_no_vocabulary_sized_copy_of_fp32_logits():
+    logits = torch.randn(4, 6, 50, requires_grad=True)
+    big = []  # vocabulary-sized tensors autograd saves that are not the logits themselves
+
+    def pack(t):
+        if t.numel() >= logits.numel() // 4 and t.untyped_storage().data_ptr() != logits.untyped_storage().data_ptr():
+            big.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        token_logprobs(logits, torch.randint(0, 50, (4, 6)), chunk_rows=2)
+    assert big == []
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        torch.log_softmax(logits, -1)              # what the helper avoids: a saved [B, T, V] output
+    assert big == [(4, 6, 50)]
