@@ -13,7 +13,8 @@ Rules for a sample:
 - a component returning ``None`` does not apply to it and adds 0;
 - a component that raises, or returns NaN/inf, is a *failure*: counted per component, logged with the
   sample index, adds 0, and the sample is marked invalid (``valid`` False: left out of its group's
-  statistics and of the loss), so a broken verifier cannot pass for a wrong answer;
+  standardisation here, of the advantages' statistics and of the loss), so a broken verifier cannot
+  pass for a wrong answer;
 - a sample no component applies to is *unscored*: counted and marked invalid the same way.
 """
 
@@ -108,26 +109,26 @@ class RewardCombiner:
         n, given = len(rollouts), given or {}
         if group_size < 1 or n % group_size:
             raise ValueError(f"{n} rollouts do not split into groups of {group_size}")
-        failed = torch.zeros(n, dtype=torch.bool)
-        applied = torch.zeros(n, dtype=torch.bool)
-        total = torch.zeros(n)
         values: dict[str, list[float | None]] = {}
+        failed = torch.zeros(n, dtype=torch.bool)
         failures: dict[str, int] = {}
         for comp in self.components:
-            raw, bad = self._values(comp, rollouts, given)
-            values[comp.name], failures[comp.name] = raw, int(bad.sum())
+            values[comp.name], bad = self._values(comp, rollouts, given)
+            failures[comp.name] = int(bad.sum())
             failed |= bad
-            present = torch.tensor([v is not None for v in raw], dtype=torch.bool)
-            applied |= present
-            x = torch.tensor([0.0 if v is None else v for v in raw])
-            if comp.standardise:
-                x = standardise_in_groups(x.view(-1, group_size), present.view(-1, group_size)).reshape(-1)
-            total += comp.weight * x
-        unscored = ~applied & ~failed
+        present = {name: torch.tensor([v is not None for v in raw], dtype=torch.bool) for name, raw in values.items()}
+        unscored = ~torch.stack(list(present.values())).any(0) & ~failed
         for i in torch.nonzero(unscored).flatten().tolist():
             log.warning("reward: no component applies to sample %d (mode %s, verifier %r); it is skipped",
                         i, rollouts[i].mode, rollouts[i].meta.get("verifier", "auto"))
         valid = ~failed & ~unscored
+        total = torch.zeros(n)
+        for comp in self.components:
+            x = torch.tensor([0.0 if v is None else v for v in values[comp.name]])
+            if comp.standardise:  # over the group's valid samples that have a value
+                used = (present[comp.name] & valid).view(-1, group_size)
+                x = standardise_in_groups(x.view(-1, group_size), used).reshape(-1)
+            total += comp.weight * x
         return RewardBatch(torch.where(valid, total, 0.0), values, valid, failures, int(unscored.sum()))
 
     @staticmethod

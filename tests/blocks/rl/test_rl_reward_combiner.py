@@ -77,3 +77,14 @@ def test_weights_and_errors():
         build_components({"rm": {"given": True, "n": 3}})
     with pytest.raises(ValueError, match="unique"):
         RewardCombiner([RewardComponent("a"), RewardComponent("a")])
+
+
+def test_a_failed_sample_does_not_shift_its_groups_standardisation():
+    def acc(rollout):
+        if rollout.text == "boom":
+            raise ValueError("bad")
+        return 0.0
+
+    combiner = RewardCombiner([RewardComponent("acc", fn=acc), RewardComponent("rm", standardise=True)])
+    batch = combiner([Rollout(t, "short") for t in ("a", "b", "boom")], 3, given={"rm": [1.0, 3.0, 100.0]})
+    assert batch.total.tolist() == pytest.approx([-(2 ** -0.5), 2 ** -0.5, 0.0], abs=1e-5)  # 100 is left out
