@@ -16,16 +16,16 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torch import nn
 
 from assemblies.mllm import MiniCPMV
 from assemblies.training.config import register_schemas
+from blocks.slots import LLMSlot, ResamplerSlot, VisionSlot
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 
 
-def build_mllm(vision: nn.Module, resampler: nn.Module, llm: nn.Module) -> MiniCPMV:
+def build_mllm(vision: VisionSlot, resampler: ResamplerSlot, llm: LLMSlot) -> MiniCPMV:
     """The MiniCPM-V assembly from built slot modules (the ``model`` node's ``_target_``)."""
     return MiniCPMV(vpm=vision, resampler=resampler, llm=llm)
 
