@@ -3,9 +3,8 @@
 The three slots are plain modules named exactly ``vpm``, ``resampler`` and ``llm`` so the state_dict
 keys equal the official checkpoint's (``vpm.embeddings.patch_embedding.weight``,
 ``resampler.attn.in_proj_weight``, ``llm.model.layers.0.self_attn.q_proj.weight``, ...).
-Slot surfaces (see blocks/): ``vpm(patches [N, 3*P*P], tgt_sizes [S, 2]) -> [N, width]``;
-``resampler(x [N, kv_dim], tgt_sizes, temporal_ids [S], group_sizes [G]) -> [T_vis, D]`` packed in group
-order with ``tokens_per_group(frame_sizes)`` tokens per group; ``llm`` a transformers causal LM.
+The assembly is typed against the slot surfaces of ``blocks/slots.py`` (``VisionSlot``,
+``ResamplerSlot``, ``LLMSlot``), so any block with the surface fills its slot.
 """
 
 from __future__ import annotations
@@ -18,11 +17,12 @@ from torch import Tensor, nn
 
 from blocks.batch import IGNORE_INDEX, MultimodalBatch
 from blocks.llm import layer_classes as llm_layer_classes
+from blocks.slots import LLMSlot, ResamplerSlot, VisionSlot
 
 SLOTS = ("vpm", "resampler", "llm")
 
 
-def encode_visual(vpm: nn.Module, resampler: nn.Module, batch: MultimodalBatch) -> Tensor:
+def encode_visual(vpm: VisionSlot, resampler: ResamplerSlot, batch: MultimodalBatch) -> Tensor:
     """The vision slots alone: packed visual tokens [T_vis, D] of every group in ``batch``, in group order."""
     dtype = next(vpm.parameters()).dtype
     features = vpm(batch.patches.to(dtype), batch.tgt_sizes)
@@ -61,13 +61,21 @@ class MiniCPMV(nn.Module):
     """The assembled multimodal LLM.
 
     Args:
-        vpm: vision slot module.
-        resampler: resampler slot module; its ``out_dim`` must equal the LLM hidden size.
-        llm: transformers causal LM.
+        vpm: the vision slot's module.
+        resampler: the resampler slot's module; its ``out_dim`` must equal the LLM hidden size.
+        llm: the LLM slot's module (a transformers causal LM).
+
+    Raises:
+        TypeError: a module lacks its slot's surface.
     """
 
-    def __init__(self, vpm: nn.Module, resampler: nn.Module, llm: nn.Module) -> None:
+    def __init__(self, vpm: VisionSlot, resampler: ResamplerSlot, llm: LLMSlot) -> None:
         super().__init__()
+        for slot, module, surface in (("vpm", vpm, VisionSlot), ("resampler", resampler, ResamplerSlot),
+                                      ("llm", llm, LLMSlot)):
+            if not isinstance(module, surface):
+                raise TypeError(f"{slot}: {type(module).__name__} lacks the {surface.__name__} surface "
+                                "(blocks/slots.py)")
         hidden = llm.get_input_embeddings().embedding_dim
         if resampler.out_dim != hidden:
             raise ValueError(f"resampler.out_dim={resampler.out_dim} but the LLM hidden size is {hidden}")

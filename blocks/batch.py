@@ -39,6 +39,13 @@ def packed_layout_problems(rows: Tensor, tgt_sizes: Tensor, temporal_ids: Tensor
     return problems
 
 
+def check_packed_layout(rows: Tensor, tgt_sizes: Tensor, temporal_ids: Tensor, group_sizes: Tensor) -> None:
+    """Raise ValueError when packed visual rows and the tensors that describe them disagree."""
+    problems = packed_layout_problems(rows, tgt_sizes, temporal_ids, group_sizes)
+    if problems:
+        raise ValueError("inconsistent packed visual input: " + "; ".join(problems))
+
+
 def empty_visual(patch_dim: int = 3 * 14 * 14) -> dict[str, Tensor]:
     """The packed visual fields of a sample that has no image or video."""
     return {

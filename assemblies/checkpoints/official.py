@@ -17,18 +17,16 @@ from typing import Iterator, Mapping
 
 import torch
 import transformers
-from safetensors import safe_open
 from safetensors.torch import save_file
-from torch import Tensor, nn
+from torch import nn
 from transformers import PreTrainedModel
 
+from assemblies.checkpoints.files import INDEX_NAME, checkpoint_files, iter_shards, tensor_shapes
 from assemblies.mllm import MiniCPMV
 from blocks.llm import qwen3
 from blocks.resampler import PerceiverResampler, resampler3d
 from blocks.vision import NaViTSiglip, navit_siglip
 
-INDEX_NAME = "model.safetensors.index.json"
-SINGLE_NAME = "model.safetensors"
 DEFAULT_SHARD_BYTES = 5 * 1024 ** 3
 _DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 
@@ -111,39 +109,6 @@ def build_from_official_config(config: Mapping, attn_backend: str = "auto") -> M
     return MiniCPMV(vpm, resampler, llm)
 
 
-# ---------------------------------------------------------------- safetensors reading
-
-def checkpoint_files(directory: str | Path) -> dict[str, Path]:
-    """Tensor name -> safetensors file of a checkpoint directory (index json, or one model.safetensors)."""
-    directory = Path(directory)
-    if (directory / INDEX_NAME).is_file():
-        weight_map = json.loads((directory / INDEX_NAME).read_text())["weight_map"]
-        files = {name: directory / shard for name, shard in weight_map.items()}
-        missing = sorted({str(p) for p in files.values() if not p.is_file()})
-        if missing:
-            raise FileNotFoundError(f"{directory / INDEX_NAME} names shards that do not exist: {missing}")
-        return files
-    if (directory / SINGLE_NAME).is_file():
-        with safe_open(directory / SINGLE_NAME, framework="pt") as f:
-            return {name: directory / SINGLE_NAME for name in f.keys()}
-    if list(directory.glob("*.bin")) or list(directory.glob("*.pt")):
-        raise ValueError(f"{directory} holds only pickle checkpoints (.bin/.pt); convert them to safetensors, "
-                         "this project never unpickles")
-    raise FileNotFoundError(f"{directory} has neither {INDEX_NAME} nor {SINGLE_NAME}")
-
-
-def iter_shards(files: Mapping[str, Path], dtype: torch.dtype | None = None,
-                strip_prefix: str = "") -> Iterator[dict[str, Tensor]]:
-    """The tensors of ``files`` one shard at a time (bounding peak memory), cast to ``dtype``."""
-    by_file: dict[Path, list[str]] = {}
-    for name, path in files.items():
-        by_file.setdefault(path, []).append(name)
-    for path, names in by_file.items():
-        with safe_open(path, framework="pt") as f:
-            tensors = {name.removeprefix(strip_prefix): f.get_tensor(name) for name in names}
-        yield tensors if dtype is None else {name: t.to(dtype) for name, t in tensors.items()}
-
-
 def check_keys(module: nn.Module, shapes: Mapping[str, tuple[int, ...]], source: str,
                optional: frozenset[str] = frozenset()) -> None:
     """Raise one ValueError listing missing, unexpected and mis-shaped tensors of ``source`` vs ``module``."""
@@ -157,17 +122,6 @@ def check_keys(module: nn.Module, shapes: Mapping[str, tuple[int, ...]], source:
                 if items]
     if problems:
         raise ValueError(f"{source} does not match the model:\n  " + "\n  ".join(problems))
-
-
-def tensor_shapes(files: Mapping[str, Path], strip_prefix: str = "") -> dict[str, tuple[int, ...]]:
-    """Name -> shape from the safetensors headers (no tensor data read)."""
-    shapes = {}
-    for path in set(files.values()):
-        with safe_open(path, framework="pt") as f:
-            for name in f.keys():
-                if name in files:
-                    shapes[name.removeprefix(strip_prefix)] = tuple(f.get_slice(name).get_shape())
-    return shapes
 
 
 def load_tensors_into(module: nn.Module, files: Mapping[str, Path], source: str, dtype: torch.dtype | None,

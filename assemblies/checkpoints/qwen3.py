@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from assemblies.checkpoints.official import checkpoint_files, load_tensors_into
+from assemblies.checkpoints.files import checkpoint_files
+from assemblies.checkpoints.official import load_tensors_into
 
 # Fields that change the function the weights compute, beyond what tensor shapes reveal.
 _MUST_MATCH = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",

@@ -46,7 +46,7 @@ class StageSchema:
 class PipelineSchema:
     """Which stages run, in order, and run-level switches."""
 
-    stages: list[str] = field(default_factory=list)
+    stages: Optional[list[str]] = None   # None: every stage the recipe defines, in its order
     resume: bool = True                  # reuse finished stages and last.ckpt found in the output dir
     stop_at_step: Optional[int] = None   # end the current stage early, as if killed (resume testing, time boxes)
     export: bool = True                  # official-format checkpoint after the last stage
@@ -92,7 +92,7 @@ class TrainerSchema:
 def register_schemas() -> None:
     """Store the schemas as group ``schema`` so configs can list ``- optional /schema@_here_: stage``.
 
-    ``optional``: tools that compose these files without training (tasks/inspect.py) need not register them.
+    ``optional``: tools that compose these files without training (tasks/describe.py) need not register them.
     """
     store = ConfigStore.instance()
     for name, node in (("stage", StageSchema), ("pipeline", PipelineSchema), ("data", DataSchema),
@@ -139,6 +139,30 @@ def check_targets(node: Any, where: str = "") -> int:
         for i in range(len(node)):
             checked += check_targets(node._get_node(i), f"{where}[{i}]")
     return checked
+
+
+def recipe_stages(cfg: DictConfig) -> list[str]:
+    """Names of the stages the recipe defines, in its order (a stage file names its stage)."""
+    return [name for name, stage in cfg.stages.items() if stage.get("name")]
+
+
+def pipeline_stages(cfg: DictConfig) -> list[DictConfig]:
+    """The stage configs that ``cfg.pipeline.stages`` names, in order.
+
+    ``pipeline.stages: null`` means every stage the recipe defines, in the recipe's order, and is
+    replaced by that list in ``cfg``. A node that only adjusts a stage the recipe lacks
+    (``+debug=fast``'s stage0 at full scale) defines none.
+
+    Raises:
+        ValueError: a name is not a stage defined in ``cfg.stages``.
+    """
+    defined = recipe_stages(cfg)
+    if cfg.pipeline.stages is None:
+        cfg.pipeline.stages = defined
+    unknown = [name for name in cfg.pipeline.stages if name not in defined]
+    if unknown:
+        raise ValueError(f"pipeline.stages names unknown stages {unknown}; defined: {defined}")
+    return [cfg.stages[name] for name in cfg.pipeline.stages]
 
 
 def instantiate(node: Any, **kwargs) -> Any:

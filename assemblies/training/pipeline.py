@@ -27,7 +27,8 @@ from torch import nn
 from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training import report
 from assemblies.training.callbacks import Throughput
-from assemblies.training.config import check_targets, instantiate, resolve_precision, to_plain
+from assemblies.training.config import (check_targets, instantiate, pipeline_stages, recipe_stages, resolve_precision,
+                                        to_plain)
 from assemblies.training.contrastive_module import ContrastiveModule
 from assemblies.training.datamodule import MultimodalDataModule
 from assemblies.training.module import MLLMModule
@@ -152,16 +153,14 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
                         decode=functools.partial(tokenizer.decode, skip_special_tokens=True),
                         weight_decay=float(cfg.get("weight_decay", 0.0)))
     throughput = Throughput()
-    trainer_kwargs = {k: v for k, v in to_plain(cfg.trainer).items() if k not in ("_target_", "strategy", "plugins")}
     stop = cfg.pipeline.stop_at_step
-    trainer = pl.Trainer(**{**trainer_kwargs, "precision": resolve_precision(cfg.trainer.precision)},
-                         plugins=instantiate(cfg.trainer.plugins) if cfg.trainer.plugins else None,
-                         strategy=_strategy(cfg.trainer, model),
-                         max_steps=int(stop) if stop else int(stage.max_steps), accumulate_grad_batches=accumulate,
-                         val_check_interval=int(stage.val_every) * accumulate if stage.val_every else None,
-                         check_val_every_n_epoch=None if stage.val_every else 1,
-                         callbacks=[throughput, *_callbacks(cfg, stage_dir)], logger=_loggers(cfg, stage_dir),
-                         default_root_dir=str(stage_dir))
+    trainer = instantiate(cfg.trainer, _convert_="all", precision=resolve_precision(cfg.trainer.precision),
+                          strategy=_strategy(cfg.trainer, model),
+                          max_steps=int(stop) if stop else int(stage.max_steps), accumulate_grad_batches=accumulate,
+                          val_check_interval=int(stage.val_every) * accumulate if stage.val_every else None,
+                          check_val_every_n_epoch=None if stage.val_every else 1,
+                          callbacks=[throughput, *_callbacks(cfg, stage_dir)], logger=_loggers(cfg, stage_dir),
+                          default_root_dir=str(stage_dir))
     last = stage_dir / "checkpoints" / "last.ckpt"
     resume = str(last) if cfg.pipeline.resume and last.is_file() else None
     started = time.perf_counter()
@@ -200,11 +199,10 @@ def train(cfg: DictConfig) -> float:
     if "model" not in cfg or "_target_" not in cfg.model:
         raise SystemExit("no model in the config: train with an assembly, e.g. `python tasks/train.py +assembly=mcpv45`")
     check_targets(cfg)
-    names = list(cfg.pipeline.stages)
-    unknown = [name for name in names if name not in cfg.stages]
-    if unknown:
-        raise SystemExit(f"pipeline.stages names unknown stages {unknown}; defined: {list(cfg.stages)}")
-    stages = [cfg.stages[name] for name in names]
+    try:
+        stages = pipeline_stages(cfg)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     check_capacity(cfg.model, cfg.trainer, stages)
     with compute_threads(cfg.get("threads"), int(cfg.data.get("num_workers", 0))):
         return _run_pipeline(cfg, stages)
@@ -231,7 +229,7 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
         return functools.partial(processor, mode="train")
 
     results, previous_dir = [], None
-    all_names = list(cfg.stages)
+    all_names = recipe_stages(cfg)  # a stage's "previous" is the one before it in the recipe
     for stage in stages:
         stage_dir = output_dir / stage.name
         index = all_names.index(stage.name)

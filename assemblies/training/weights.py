@@ -8,7 +8,6 @@ directories under a block prefix (``{llm: /models/Qwen3-8B}`` -> ``llm.model.lay
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,28 +17,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from assemblies.checkpoints.files import checkpoint_files, names_per_file
+
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
-
-
-def safetensors_files(path: str | Path) -> list[Path]:
-    """The safetensors files of a checkpoint: a file, a dir with an index, or a dir of ``*.safetensors``.
-
-    Raises:
-        FileNotFoundError: nothing loadable at ``path``.
-    """
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [path / shard for shard in shards]
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
-    if not files:
-        raise FileNotFoundError(f"no safetensors weights at {path} (expected a .safetensors file, a directory "
-                                f"with model.safetensors.index.json, or *.safetensors files)")
-    return files
 
 
 def load_weights(model: nn.Module, source: str | Path | Mapping[str, str | Path], strict: bool = True) -> list[str]:
@@ -57,9 +38,10 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, str | Path]
     problems = []
     for prefix, location in sources:
         key_prefix = f"{prefix}." if prefix else ""
-        for file in safetensors_files(location):
+        # One tensor at a time: a whole-model file never sits in memory next to the model.
+        for file, keys in names_per_file(checkpoint_files(location)).items():
             with safe_open(str(file), framework="pt") as handle:
-                for key in handle.keys():
+                for key in keys:
                     name = key_prefix + key
                     if name not in state:
                         problems.append(f"{file.name}: unexpected key {key!r}")

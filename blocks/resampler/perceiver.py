@@ -23,7 +23,7 @@ Differences from the official code, on purpose:
   config). The official ``foreach_attn_forward`` path flattens keys patch-major but the padding mask
   frame-major, so for a multi-frame group with padded frames it attends to padding (golden quirk,
   resampler case 3); we do not reproduce that.
-- Position tables are computed at use from the input sizes (``sincos.py``), never stored.
+- Position tables are computed at use from the input sizes (``blocks/positions.py``), never stored.
 """
 
 from __future__ import annotations
@@ -34,15 +34,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
 from blocks.attention import packed_attention
-from blocks.batch import packed_layout_problems
-from blocks.resampler.sincos import packed_sincos_2d, sincos_2d_at, temporal_sincos
-
-
-def check_packed_layout(x: Tensor, tgt_sizes: Tensor, temporal_ids: Tensor, group_sizes: Tensor) -> None:
-    """Raise ValueError when the packed visual fields do not describe each other consistently."""
-    problems = packed_layout_problems(x, tgt_sizes, temporal_ids, group_sizes)
-    if problems:
-        raise ValueError("inconsistent packed visual input: " + "; ".join(problems))
+from blocks.batch import check_packed_layout
+from blocks.positions import packed_sincos_2d, sincos_2d_at, temporal_sincos
 
 
 class PerceiverResampler(nn.Module):

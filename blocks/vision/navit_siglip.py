@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from blocks.resampler.sincos import sincos_2d
+from blocks.positions import sincos_2d
 from blocks.vision.siglip_layer import LAYER_NORM_EPS, SiglipEncoderLayer
 
 # Std of a standard normal truncated to [-2, 2].

@@ -13,7 +13,7 @@ from blocks.resampler import (
     resampler3d_mcpv45,
     resampler3d_tiny,
 )
-from blocks.resampler.sincos import packed_sincos_2d, sincos_2d, temporal_sincos
+from blocks.positions import packed_sincos_2d, sincos_2d, temporal_sincos
 
 OFFICIAL_KEYS = {"query", "proj", "kv_proj.weight", "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight",
                  "attn.out_proj.bias", "ln_q.weight", "ln_q.bias", "ln_kv.weight", "ln_kv.bias", "ln_post.weight",

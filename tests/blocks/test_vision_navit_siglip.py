@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from blocks.resampler.sincos import sincos_2d
+from blocks.positions import sincos_2d
 from blocks.vision import (
     navit_position_ids,
     navit_siglip,

@@ -67,7 +67,8 @@ def test_resampler_sweep_writes_a_summary(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_with_two_cpu_processes(tmp_path):
-    done = _train(*FAST, "pipeline.stages=[stage1,stage3]", "trainer=ddp_cpu", f"hydra.run.dir={tmp_path}",
+    done = _train(*FAST, "pipeline.stages=[stage1,stage3]", "stages.stage1.init_from=none", "trainer=ddp_cpu",
+                  f"hydra.run.dir={tmp_path}",
                   "pipeline.export=false")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MEMBER: 1/2" in done.stderr + done.stdout  # Lightning's rank-0 line for a world of 2

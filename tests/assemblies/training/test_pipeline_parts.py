@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from assemblies.presets import mcpv45_tiny
+from assemblies.training.config import pipeline_stages
 from assemblies.training.pipeline import check_capacity, compute_threads
 from assemblies.training.sweep import summarise
 from assemblies.training.weights import load_weights, save_weights
@@ -19,7 +20,7 @@ def test_full_scale_on_this_machine_stops_at_once_saying_what_it_needs(monkeypat
     cfg = compose_train(["+assembly=mcpv45"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match=r"8,695,895,280 parameters.*GiB.*trainer=fsdp"):
-        check_capacity(cfg.model, cfg.trainer, [cfg.stages[name] for name in cfg.pipeline.stages])
+        check_capacity(cfg.model, cfg.trainer, pipeline_stages(cfg))
 
 
 def test_compute_threads_leave_a_core_per_data_worker_and_are_restored():

@@ -1,4 +1,5 @@
-"""Fixed sine-cosine position embeddings of the MiniCPM-V resampler, computed at use.
+"""Fixed sine-cosine position tables, computed at use: the MiniCPM-V resampler's key positions, and the
+vision tower's optional sincos start of its learned table.
 
 The official resampler precomputes a [70, 70, D] table and a [72000, D] temporal table as
 non-persistent buffers in ``__init__``. Here they are plain functions of sizes and ids evaluated on
