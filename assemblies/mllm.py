@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from blocks.batch import IGNORE_INDEX, MultimodalBatch
+from blocks.batch import IGNORE_INDEX, MultimodalBatch, position_ids_from_mask
 from blocks.llm import layer_classes as llm_layer_classes
 
 SLOTS = ("vpm", "resampler", "llm")
@@ -37,12 +37,6 @@ class MLLMOutput:
     loss: Tensor | None
     logits: Tensor
     num_loss_tokens: int
-
-
-def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
-    """[B, T] positions counting real tokens only, so a left-padded row starts at 0 where its text starts."""
-    mask = attention_mask.long()
-    return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def next_token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, int]:
