@@ -59,6 +59,9 @@ def load_tokenizer(directory: str | os.PathLike) -> PreTrainedTokenizerBase:
     directory = Path(directory)
     config_file = directory / "tokenizer_config.json"
     config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    if config.get("tokenizer_class") == "PreTrainedTokenizerFast" and (directory / "tokenizer.json").exists():
+        # What tiny_tokenizer saves; AutoTokenizer would also read (and warn about) a model config.json beside it.
+        return PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
     if "auto_map" not in config and config.get("tokenizer_class"):
         from transformers import AutoTokenizer
         return AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
