@@ -26,7 +26,7 @@ prompt and generated token counts and, on request, per-token log-probs.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -88,10 +88,6 @@ class GenerationConfig:
             problems.append(f"thinking_budget must be >= 0, got {self.thinking_budget}")
         if problems:
             raise ValueError("GenerationConfig: " + "; ".join(problems))
-
-    @classmethod
-    def keys(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
 
 
 @dataclass

@@ -7,6 +7,8 @@ from PIL import Image
 
 from blocks.data.messages import record_from_messages
 from blocks.data.record import VideoClip
+from blocks.data.video import read_video
+from media_helpers import write_video
 
 
 def img(value: int = 0) -> Image.Image:
@@ -50,6 +52,15 @@ def test_paths_load_images_and_videos(tmp_path):
     assert record.images[0].getpixel((0, 0)) == (7, 0, 0) and loaded == ["b.mp4"]
     with pytest.raises(ValueError, match="no video loader"):
         record_from_messages([{"role": "user", "content": [tmp_path / "b.mp4"]}])
+
+
+def test_a_video_file_is_sampled_by_the_data_block_rule(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", n_frames=20, rate=10)
+    record = record_from_messages([{"role": "user", "content": [path, "What happens?"]}],
+                                  load_video=lambda p: read_video(p, fps=5))
+    assert record.conversations[0]["content"] == "<video>\nWhat happens?"
+    expected = read_video(path, fps=5)
+    assert record.videos[0].groups == expected.groups and len(record.videos[0].frames) == 10
 
 
 @pytest.mark.parametrize("messages, match", [
