@@ -130,7 +130,8 @@ class Chat:
             raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model embeds only {vocab}")
         if not stop_token_ids:
             raise ValueError("stop_token_ids is empty: replies would run to max_new_tokens")
-        per_group = model.resampler.tokens_per_group([(processor_config.scale_resolution // processor_config.patch_size,) * 2])
+        side = processor_config.scale_resolution // processor_config.patch_size
+        per_group = model.resampler.tokens_per_group([(side, side)])
         if isinstance(processor_config.tokens_per_group, int) and processor_config.tokens_per_group != per_group:
             raise ValueError(f"the processor settings say {processor_config.tokens_per_group} tokens per image slice, "
                              f"the model's resampler makes {per_group}")
@@ -189,7 +190,7 @@ class Chat:
         batched = bool(msgs) and isinstance(msgs[0], (list, tuple))
         conversations = list(msgs) if batched else [msgs]
         groups = list(temporal_ids) if batched and temporal_ids is not None else [temporal_ids] * len(conversations)
-        config = self._generation_config(sampling, max_new_tokens, enable_thinking, thinking_budget, generation)
+        config = self._generation_config(sampling, max_new_tokens, thinking_budget, generation)
         if stream and (batched or config.num_samples > 1):
             raise ValueError("stream=True follows one reply: one conversation, num_samples=1")
         processor = MiniCPMVProcessor(self.tokenizer, self._processor_config(
@@ -213,12 +214,11 @@ class Chat:
         shaped = [r if config.num_samples > 1 else r[0] for r in per_conversation]
         return shaped if batched else shaped[0]
 
-    def _generation_config(self, sampling: bool, max_new_tokens: int, enable_thinking: bool,
-                           thinking_budget: int | None, generation: dict) -> GenerationConfig:
+    def _generation_config(self, sampling: bool, max_new_tokens: int, thinking_budget: int | None,
+                           generation: dict) -> GenerationConfig:
         defaults = SAMPLING_DEFAULTS if sampling else GREEDY_DEFAULTS
         return GenerationConfig(**{**self.token_ids, **defaults, **generation}, do_sample=sampling,
-                                max_new_tokens=max_new_tokens,
-                                thinking_budget=thinking_budget if enable_thinking else None)
+                                max_new_tokens=max_new_tokens, thinking_budget=thinking_budget)
 
     def _processor_config(self, enable_thinking: bool, max_slice_nums: int | None, use_image_id: bool | None,
                           max_inp_length: int | None) -> ProcessorConfig:

@@ -63,14 +63,17 @@ class ProcessorConfig:
         directory = Path(directory)
         pre, model = _read_json(directory / PREPROCESSOR_FILE), _read_json(directory / MODEL_CONFIG_FILE)
         where = f"{directory / PREPROCESSOR_FILE} vs {directory / MODEL_CONFIG_FILE}"
-        unsupported = [f"{key}={pre[key]!r}" for key in _MARKER_KEYS if key in pre and pre[key] != getattr(MARKERS, key)]
+        unsupported = [f"{key}={pre[key]!r}" for key in _MARKER_KEYS
+                       if key in pre and pre[key] != getattr(MARKERS, key)]
         unsupported += [f"{key}={pre[key]}" for key, ours in (("norm_mean", NORM_MEAN), ("norm_std", NORM_STD))
                         if key in pre and any(v != ours for v in pre[key])]
         if not pre.get("slice_mode", True) or not model.get("slice_mode", True):
             unsupported.append("slice_mode=false (images fed unresized)")
         if unsupported:
-            raise ValueError(f"{directory / PREPROCESSOR_FILE}: not supported by this processor: {', '.join(unsupported)}")
-        tokens = _agreed(pre.get("image_feature_size"), model.get("query_num"), "image_feature_size", "query_num", where)
+            raise ValueError(f"{directory / PREPROCESSOR_FILE}: not supported by this processor: "
+                             f"{', '.join(unsupported)}")
+        tokens = _agreed(pre.get("image_feature_size"), model.get("query_num"), "image_feature_size", "query_num",
+                         where)
         patch = _agreed(pre.get("patch_size"), model.get("patch_size"), "patch_size", "patch_size", where)
         model_slices = (model.get("slice_config") or {}).get("max_slice_nums")
         slices = pre.get("max_slice_nums", model_slices)

@@ -72,7 +72,8 @@ def test_every_keyword_takes_effect_and_unknown_ones_are_errors(chat):
         chat.chat(ask("Hi"), max_new_tokens=3, sampling=False)
     given, official, greedy = [config for _, config in capture.calls]
     assert (given.temperature, given.top_p, given.top_k, given.repetition_penalty, given.min_new_tokens, given.seed,
-            given.return_logprobs, given.stop_token_ids, given.max_new_tokens) == (0.3, 0.5, 7, 1.1, 2, 4, True, (5,), 3)
+            given.return_logprobs, given.stop_token_ids, given.max_new_tokens) == \
+        (0.3, 0.5, 7, 1.1, 2, 4, True, (5,), 3)
     assert (official.do_sample, official.temperature, official.top_p, official.top_k,
             official.repetition_penalty) == (True, 0.7, 0.8, 100, 1.03)
     assert (greedy.do_sample, greedy.repetition_penalty) == (False, 1.2)

@@ -226,7 +226,8 @@ def test_token_ids_from_the_tokenizer(tok):
     assert tok.convert_ids_to_tokens(list(fields["stop_token_ids"])) == ["<|im_end|>", "<|endoftext|>"]
     assert set(tok.convert_ids_to_tokens(list(placeholder_token_ids(tok)))) == {
         "<unk>", "<image>", "</image>", "<slice>", "</slice>", "<image_id>", "</image_id>"}
-    text = ["<|im_start|>assistant\n<think>\n", "<|im_start|>assistant\n<think>\n\n</think>\n\n", "<|im_start|>user\nhi"]
+    text = ["<|im_start|>assistant\n<think>\n", "<|im_start|>assistant\n<think>\n\n</think>\n\n",
+            "<|im_start|>user\nhi"]
     encoded = tok(text, padding=True, padding_side="left", return_tensors="pt")
     assert opens_thinking(encoded.input_ids, encoded.attention_mask, fields["think_open_id"],
                           fields["think_close_id"]) == [True, False, False]
