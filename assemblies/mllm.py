@@ -9,13 +9,14 @@ The assembly is typed against the slot surfaces of ``blocks/slots.py`` (``Vision
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from blocks.batch import IGNORE_INDEX, MultimodalBatch
+from blocks.batch import IGNORE_INDEX, MultimodalBatch, position_ids_from_mask
+from blocks.generation import Completion, GenerationConfig, generate, opens_thinking
 from blocks.llm import layer_classes as llm_layer_classes
 from blocks.slots import LLMSlot, ResamplerSlot, VisionSlot
 
@@ -37,12 +38,6 @@ class MLLMOutput:
     loss: Tensor | None
     logits: Tensor
     num_loss_tokens: int
-
-
-def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
-    """[B, T] positions counting real tokens only, so a left-padded row starts at 0 where its text starts."""
-    mask = attention_mask.long()
-    return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def next_token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, int]:
@@ -172,14 +167,26 @@ class MiniCPMV(nn.Module):
         return MLLMOutput(loss=loss, logits=out.logits, num_loss_tokens=count)
 
     @torch.no_grad()
-    def generate(self, batch: MultimodalBatch, **gen_kwargs) -> Tensor:
-        """New token ids [B, new_tokens] continuing each row (greedy unless ``gen_kwargs`` say otherwise).
+    def generate(self, batch: MultimodalBatch, config: GenerationConfig | None = None, *, streamer=None,
+                 tokenizer=None, **changes) -> list[Completion]:
+        """Continuations of every prompt row, from ``blocks.generation.generate`` (KV-cached).
 
-        Batches are expected left-padded so every row continues from its last column.
+        The visual tokens and the prompt prefill are computed once, also for ``num_samples`` > 1.
+        ``changes`` replace fields of ``config`` (default: greedy), e.g. ``max_new_tokens=6``. Without
+        ``stop_token_ids`` the LLM config's ``eos_token_id`` stops a row. With ``think_open_id`` and
+        ``think_close_id`` set, the rows whose prompt opened ``<think>`` are found from
+        ``batch.input_ids`` (the thinking budget applies to them). Batches are expected left padded.
+
+        Returns:
+            ``batch_size * num_samples`` completions, prompt-major.
         """
-        config = self.llm.config
-        eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
-        gen_kwargs.setdefault("do_sample", False)
-        gen_kwargs.setdefault("pad_token_id", next(i for i in (config.pad_token_id, eos, 0) if i is not None))
-        return self.llm.generate(inputs_embeds=self.embed(batch), attention_mask=batch.attention_mask.long(),
-                                 **gen_kwargs)
+        config = replace(config or GenerationConfig(), **changes)
+        eos = self.llm.config.eos_token_id
+        if not config.stop_token_ids and eos is not None:
+            config = replace(config, stop_token_ids=tuple(eos) if isinstance(eos, list) else (eos,))
+        thinking = None
+        if config.think_open_id is not None and config.think_close_id is not None:
+            thinking = opens_thinking(batch.input_ids, batch.attention_mask, config.think_open_id,
+                                      config.think_close_id)
+        return generate(self.llm, self.embed(batch), batch.attention_mask, config, thinking=thinking,
+                        streamer=streamer, tokenizer=tokenizer)

@@ -27,6 +27,7 @@ from assemblies.training.config import register_schemas
 from assemblies.training.pipeline import train
 from blocks.batch import collate
 from blocks.data.synthetic import make_corpus
+from blocks.generation.tokens import generation_token_ids
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -44,10 +45,11 @@ def main(out_dir: Path, overrides: list[str]) -> None:
     for name in ("scenes", "digits"):
         records = make_corpus(name, size=4, split="heldout", seed=int(cfg.seed))
         batch = collate([processor(r, mode="inference") for r in records], tokenizer.pad_token_id, padding_side="left")
-        answers = tokenizer.batch_decode(model.generate(batch, max_new_tokens=6), skip_special_tokens=True)
-        for record, answer in zip(records, answers):
+        completions = model.generate(batch, max_new_tokens=6, tokenizer=tokenizer,
+                                     **generation_token_ids(tokenizer))
+        for record, completion in zip(records, completions):
             question = record.conversations[0]["content"].splitlines()[-1]
-            print(f"  {name}: {question!r} -> {answer.strip()!r} (reference {record.answer!r})")
+            print(f"  {name}: {question!r} -> {completion.text.strip()!r} (reference {record.answer!r})")
     print(f"\nexport: {out_dir / 'export'}\ncurves: {out_dir / 'curves.png'}\nmetrics: {out_dir / 'metrics.json'}")
 
 

@@ -176,11 +176,12 @@ def test_generate_greedy_continues_each_left_padded_row():
     short, long = make_sample(2, [(2, 2)]), make_sample(8, [(1, 3)])
     both = model.generate(collate([short, long], pad_id=0, padding_side="left"), max_new_tokens=4)
     alone = model.generate(collate([short], pad_id=0, padding_side="left"), max_new_tokens=4)
-    assert both.shape == (2, 4) and both.dtype == torch.long
-    assert both[0].tolist() == alone[0].tolist()
+    assert [c.generated_tokens for c in both] == [4, 4] and both[0].finish_reason == "length"
+    assert both[0].token_ids == alone[0].token_ids
+    assert both[0].prompt_tokens == short.num_tokens and both[1].prompt_tokens == long.num_tokens
     # Greedy: the first new token is the argmax of the last-position logits.
     logits = model(collate([short], pad_id=0)).logits
-    assert alone[0, 0].item() == logits[0, -1].argmax().item()
+    assert alone[0].token_ids[0] == logits[0, -1].argmax().item()
 
 
 def test_num_params_and_layer_classes():
