@@ -7,18 +7,10 @@ With ``prompt`` it answers once (streamed) and exits; without, it opens an inter
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import hydra
+from omegaconf import DictConfig, OmegaConf
 
-# While tasks/inspect.py exists it shadows the standard library's ``inspect`` for a script run from
-# tasks/; the repository root takes that slot (harmless once that file is renamed).
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from assemblies.chat_terminal import interactive, load_chat, one_shot  # noqa: E402
+from assemblies.chat_terminal import interactive, load_chat, one_shot
 
 
 def paths(value) -> list[str]:
