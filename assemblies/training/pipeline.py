@@ -139,13 +139,14 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
         model.set_grad_checkpointing(bool(stage.grad_checkpointing))
     accumulate = int(stage.accumulate_grad_batches)
     heldout_corpora = cfg.data.heldout if stage.heldout is None else stage.heldout
+    processor = process_factory(max_length=int(stage.max_length))
     data = MultimodalDataModule(
         corpora={name: instantiate(node) for name, node in cfg.data.corpora.items()},
-        process=process_factory(max_length=int(stage.max_length)), pad_id=tokenizer.pad_token_id,
+        process=functools.partial(processor, mode="train"), pad_id=tokenizer.pad_token_id,
         mix=to_plain(stage.data.mix), heldout=list(heldout_corpora), num_batches=int(stage.max_steps) * accumulate,
         batch_size=int(stage.batch_size), train_size=cfg.data.train_size, heldout_size=cfg.data.heldout_size,
         eval_batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers, seed=int(cfg.seed),
-        max_tokens=stage.max_tokens)
+        max_tokens=stage.max_tokens, count_tokens=functools.partial(processor.count_tokens, mode="train"))
     data.setup("fit")
     module_class = ContrastiveModule if isinstance(trained, ContrastivePretrainer) else MLLMModule
     module = module_class(trained, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(stage.schedule),
@@ -224,9 +225,8 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
     tokens_per_group = model.resampler.tokens_per_group
 
     def process_factory(max_length: int):
-        processor = instantiate(cfg.data.processor)(tokenizer=tokenizer, tokens_per_group=tokens_per_group,
-                                                    max_length=max_length)
-        return functools.partial(processor, mode="train")
+        return instantiate(cfg.data.processor)(tokenizer=tokenizer, tokens_per_group=tokens_per_group,
+                                               max_length=max_length)
 
     results, previous_dir = [], None
     all_names = recipe_stages(cfg)  # a stage's "previous" is the one before it in the recipe
