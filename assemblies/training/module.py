@@ -14,8 +14,10 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from assemblies.training.metrics import AnswerMetrics
+from assemblies.training.sharding import UnitMaterializer, fsdp_options, shard
 from assemblies.training.stages import param_groups
 from blocks.batch import MultimodalBatch
 from blocks.data.dataset import SkipReport
@@ -35,19 +37,36 @@ class MLLMModule(LightningModule):
         heldout_tasks: names of the validation dataloaders, in order (one held-out set per task).
         decode: token ids -> text, for ANLS/CER (default: no text metrics).
         weight_decay: applied to matrices only.
+        materializer: for a model built on the meta device: FSDP wraps it in ``configure_model`` and
+            this materialises it unit by unit (``assemblies.training.sharding``).
     """
 
     def __init__(self, model: nn.Module, optimizer: Callable, scheduler: Callable | None, lr: dict[str, float],
                  total_steps: int, heldout_tasks: list[str] = (), decode: Callable[[list[int]], str] | None = None,
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, materializer: UnitMaterializer | None = None) -> None:
         super().__init__()
         self.model = model
+        self.materializer = materializer
+        # FSDP turns parameters into flat 1-D shards; weight decay goes by the shapes they had.
+        self.param_ndims = {name: p.ndim for name, p in model.named_parameters()}
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.lr, self.total_steps, self.weight_decay = dict(lr), total_steps, weight_decay
         self.heldout_tasks = list(heldout_tasks)
         self.decode = decode or (lambda ids: " ".join(map(str, ids)))
         self.task_metrics = nn.ModuleList(AnswerMetrics() for _ in self.heldout_tasks)
         self.skips = SkipReport()
+
+    def configure_model(self) -> None:
+        if self.materializer is not None and not isinstance(self.model, FullyShardedDataParallel):
+            strategy = self.trainer.strategy
+            self.model = shard(self.model, self.materializer, strategy.root_device, **fsdp_options(strategy))
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if isinstance(self.model, FullyShardedDataParallel) and gradient_clip_val and gradient_clip_algorithm != "value":
+            # The norm over all shards (Lightning refuses norm clipping under FSDP: it lacks the root module).
+            self.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def transfer_batch_to_device(self, batch: MultimodalBatch, device: torch.device, dataloader_idx: int):
         return batch.to(device)
@@ -96,7 +115,7 @@ class MLLMModule(LightningModule):
         # Parameters come from trainer.model: under FSDP that is the wrapped module, whose (original,
         # use_orig_params) parameters are the ones the optimizer must own.
         owned = {id(p) for p in self.trainer.model.parameters() if p.requires_grad}
-        groups = param_groups(self.model, self.lr, self.weight_decay)
+        groups = param_groups(self.model, self.lr, self.weight_decay, ndims=self.param_ndims)
         for group in groups:
             group["params"] = [p for p in group["params"] if id(p) in owned]
         optimizer = self.optimizer_factory([g for g in groups if g["params"]])

@@ -24,6 +24,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from assemblies.checkpoints.files import checkpoint_files
+from assemblies.checkpoints.official import load_tensors_into, parameters_on_meta
 from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training import report
 from assemblies.training.callbacks import Throughput
@@ -33,7 +35,8 @@ from assemblies.training.contrastive_module import ContrastiveModule
 from assemblies.training.datamodule import MultimodalDataModule
 from assemblies.training.module import MLLMModule
 from assemblies.training.stages import add_lora, freeze, merge_lora
-from assemblies.training.weights import WEIGHTS_FILE, load_weights, save_weights
+from assemblies.training.sharding import UnitMaterializer, full_state_dict
+from assemblies.training.weights import WEIGHTS_FILE, load_weights, save_weights, tensor_index
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ def check_capacity(model_cfg: DictConfig, trainer_cfg: DictConfig, stages: list[
     precision = precision if precision in WEIGHT_BYTES else "32-true"  # unmodelled: assume the largest
     use_gpu = torch.cuda.is_available() and trainer_cfg.accelerator in ("auto", "gpu", "cuda")
     devices = int(trainer_cfg.devices) if use_gpu and str(trainer_cfg.devices).isdigit() else 1
-    shards = devices * int(trainer_cfg.num_nodes) if "fsdp" in str(trainer_cfg.strategy).lower() or \
+    shards = devices * int(trainer_cfg.num_nodes) if uses_fsdp(trainer_cfg) or \
         "deepspeed" in str(trainer_cfg.strategy).lower() else 1
     need = max(stage_memory(model, Stage(str(s.name), list(s.trainable), to_plain(s.lora) or {}), precision,
                             [shards])["per_gpu"][shards] for s in stages)
@@ -75,20 +78,41 @@ def check_capacity(model_cfg: DictConfig, trainer_cfg: DictConfig, stages: list[
             f"{have / 2**30:.0f} GiB. Use GPUs with FSDP (trainer=fsdp, e.g. 8 x 80 GB) or the tiny scale: scale=tiny")
 
 
-def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, stage_dir: Path) -> None:
+def uses_fsdp(trainer_cfg: DictConfig) -> bool:
+    """The trainer shards parameters with FSDP: the model is then built on meta and materialised per unit."""
+    return "fsdp" in str(trainer_cfg.strategy).lower()
+
+
+def _init_source(stage: DictConfig, previous_dir: Path | None):
+    """What ``init_from`` loads: None (keep the model's weights), a weights file, a directory or {block: dir}."""
     source = stage.init_from
     if source in (None, "none"):
-        return
+        return None
     if source == "previous":
         if previous_dir is None:
-            return  # first stage of the run: nothing before it
+            return None  # first stage of the run: nothing before it
         weights = previous_dir / WEIGHTS_FILE
         if not weights.is_file():
             raise FileNotFoundError(f"stage {stage.name}: init_from=previous but {weights} does not exist; run the "
                                     f"previous stage in this output dir first or set stages.{stage.name}.init_from=<dir>")
-        load_weights(model, weights)
-        return
-    load_weights(model, to_plain(source) if isinstance(source, DictConfig) else source)
+        return weights
+    return to_plain(source) if isinstance(source, DictConfig) else source
+
+
+def _meta_stage_model(cfg: DictConfig, stage: DictConfig, carried: Path | None,
+                      previous_dir: Path | None) -> tuple[nn.Module, UnitMaterializer]:
+    """A fresh assembly on meta and what materialises it per FSDP unit: the weights the run carries so far
+    (the last finished stage's file), overlaid by the stage's ``init_from``; random init where neither reaches."""
+    if stage.lora or stage.objective is not None:
+        raise SystemExit(f"stage {stage.name}: LoRA and objective stages are not built on meta for FSDP yet; "
+                         "train them with trainer=ddp, deepspeed or one device")
+    with parameters_on_meta():
+        model = instantiate(cfg.model)
+    index = {}
+    for source in (carried, _init_source(stage, previous_dir)):
+        if source is not None:
+            index.update(tensor_index(source))
+    return model, UnitMaterializer(model, int(cfg.seed), weights=index)
 
 
 def _callbacks(cfg: DictConfig, stage_dir: Path) -> list[pl.Callback]:
@@ -126,8 +150,9 @@ def _strategy(trainer_cfg: DictConfig, model: nn.Module):
 
 
 def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: Path, tokenizer,
-              process_factory) -> dict:
-    """Fit one stage; returns its report (losses, held-out metrics, throughput)."""
+              process_factory, materializer: UnitMaterializer | None = None) -> dict:
+    """Fit one stage; returns its report (losses, held-out metrics, throughput). With ``materializer``,
+    ``model`` is on meta and FSDP materialises it per unit (``assemblies.training.sharding``)."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     if stage.lora:
         add_lora(model, **to_plain(stage.lora))
@@ -152,7 +177,7 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     module = module_class(trained, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(stage.schedule),
                         lr=to_plain(stage.lr), total_steps=int(stage.max_steps), heldout_tasks=data.heldout_tasks,
                         decode=functools.partial(tokenizer.decode, skip_special_tokens=True),
-                        weight_decay=float(cfg.get("weight_decay", 0.0)))
+                        weight_decay=float(cfg.get("weight_decay", 0.0)), materializer=materializer)
     throughput = Throughput()
     stop = cfg.pipeline.stop_at_step
     trainer = instantiate(cfg.trainer, _convert_="all", precision=resolve_precision(cfg.trainer.precision),
@@ -171,8 +196,9 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     heldout = trainer.validate(module, datamodule=data, verbose=False)[0] if finished or not stop else {}
     if stage.lora:
         merge_lora(model)
+    state = full_state_dict(module.model) if finished and materializer else model  # gathering is a collective
     if finished and trainer.is_global_zero:
-        save_weights(model, stage_dir / WEIGHTS_FILE)
+        save_weights(state, stage_dir / WEIGHTS_FILE)
     result = report.stage_result(stage.name, stage_dir, heldout, module.chance(data), throughput.summary(), seconds,
                                  trainable=frozen.trainable, steps=trainer.global_step, finished=finished)
     if trainer.is_global_zero:
@@ -218,7 +244,9 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     tokenizer = instantiate(cfg.data.tokenizer)
-    model = instantiate(cfg.model)
+    sharded = uses_fsdp(cfg.trainer)
+    with parameters_on_meta() if sharded else contextlib.nullcontext():
+        model = instantiate(cfg.model)
     vocab = model.llm.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocab:
         raise SystemExit(f"the tokenizer has {len(tokenizer)} tokens but the LLM embeds only {vocab}")
@@ -228,7 +256,7 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
         return instantiate(cfg.data.processor)(tokenizer=tokenizer, tokens_per_group=tokens_per_group,
                                                max_length=max_length)
 
-    results, previous_dir = [], None
+    results, previous_dir, carried = [], None, None  # carried: the weights a sharded run has reached
     all_names = recipe_stages(cfg)  # a stage's "previous" is the one before it in the recipe
     for stage in stages:
         stage_dir = output_dir / stage.name
@@ -237,10 +265,19 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
             previous_dir = output_dir / all_names[index - 1]
         if cfg.pipeline.resume and (stage_dir / "result.json").is_file() and (stage_dir / WEIGHTS_FILE).is_file():
             log.info("stage %s already finished in %s: loading its weights", stage.name, stage_dir)
-            load_weights(model, stage_dir / WEIGHTS_FILE)
+            if sharded:
+                carried = stage_dir / WEIGHTS_FILE
+            else:
+                load_weights(model, stage_dir / WEIGHTS_FILE)
             results.append(json.loads((stage_dir / "result.json").read_text()))
+        elif sharded:
+            model, materializer = _meta_stage_model(cfg, stage, carried, previous_dir)
+            results.append(run_stage(cfg, model, stage, stage_dir, tokenizer, process_factory, materializer))
+            carried = stage_dir / WEIGHTS_FILE
         else:
-            _stage_init(model, stage, previous_dir, stage_dir)
+            source = _init_source(stage, previous_dir)
+            if source is not None:
+                load_weights(model, source)
             results.append(run_stage(cfg, model, stage, stage_dir, tokenizer, process_factory))
             if not results[-1]["finished"]:
                 log.info("stopped stage %s at step %d (pipeline.stop_at_step)", stage.name, results[-1]["steps"])
@@ -253,6 +290,10 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
     if not main_process:
         return float(summary.get(cfg.optimized_metric) or float("nan"))
     if cfg.pipeline.export and results and results[-1]["finished"]:
+        if sharded:  # rank 0 alone assembles the whole model, from the last stage's file
+            with parameters_on_meta():
+                model = instantiate(cfg.model)
+            load_tensors_into(model, checkpoint_files(carried), str(carried), dtype=None)
         exported = report.export(model, output_dir / "export")
         summary["export_dir"] = str(exported) if exported else None
     if cfg.pipeline.plots:

@@ -63,10 +63,24 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, str | Path]
     return missing
 
 
-def save_weights(model: nn.Module, path: str | Path) -> Path:
-    """All parameters and persistent buffers of ``model`` as one safetensors file (contiguous copies)."""
+def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | Path) -> Path:
+    """All parameters and persistent buffers of ``model`` (or a state dict) as one safetensors file
+    (contiguous copies)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    tensors = model.state_dict() if isinstance(model, nn.Module) else model
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
     save_file(state, str(path))
     return path
+
+
+def tensor_index(source: str | Path | Mapping[str, str | Path]) -> dict[str, tuple[Path, str]]:
+    """Model key -> (safetensors file, key inside it) for an ``init_from`` source (the forms above), without
+    reading any tensor: what FSDP units load their own tensors from (``assemblies.training.sharding``)."""
+    sources = source.items() if isinstance(source, Mapping) else [("", source)]
+    index = {}
+    for prefix, location in sources:
+        key_prefix = f"{prefix}." if prefix else ""
+        for key, file in checkpoint_files(location).items():
+            index[key_prefix + key] = (file, key)
+    return index
