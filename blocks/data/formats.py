@@ -48,10 +48,11 @@ import numpy as np
 
 from blocks.data.errors import SampleError
 from blocks.data.entry_scan import scan_entries
-from blocks.data.json_spans import decode_data_file, first_invalid_byte, line_spans, list_spans
+from blocks.data.json_spans import decode_data_file, line_spans, list_spans, refuse_invalid_utf8
 from blocks.data.image_io import DEFAULT_MAX_PIXELS, image_size, load_image
 from blocks.data.record import IMAGE_MARKER, VIDEO_MARKER, Record, VideoClip
-from blocks.data.video import MAX_PACKING_LIMIT, clip_from_frames, plan_frames, probe_video, read_video
+from blocks.data.video import (MAX_PACKING_LIMIT, VideoProbe, clip_from_frames, plan_frames, probe_video,
+                               read_video)
 
 ROLES = ("system", "user", "assistant")
 FRAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -99,7 +100,7 @@ class OfficialJsonDataset:
 
     Args:
         path: the data file (UTF-8, a byte-order mark allowed). A file whose first non-blank character is
-            ``[`` is a JSON list; anything else is JSONL (blank lines ignored; only ``\n`` ends a line).
+            ``[`` is a JSON list; anything else is JSONL (only a line feed ends a line; blank lines ignored).
         root: folder media paths are relative to (default: the file's folder).
         video_fps: default sampling rate for video files (model card ``encode_video`` default: 3).
         max_groups: most resampler groups per video.
@@ -112,10 +113,9 @@ class OfficialJsonDataset:
             several entries share an ``id``.
 
     Raises:
-        SampleError: at construction, if the file is missing, holds no samples, is neither a JSON list
-            nor JSONL, is a malformed JSON list, has no usable entry (with the table of reasons), or has
-            duplicate ids under ``duplicate_ids="error"``; at ``__getitem__``, for one bad entry (an
-            invalid UTF-8 byte is one: its entry is skipped, the rest of the file is used).
+        SampleError: at construction, for a missing or malformed file, one with no usable entry (with the
+            reasons) or, under ``duplicate_ids="error"``, duplicate ids; at ``__getitem__``, for one bad
+            entry (e.g. an invalid UTF-8 byte: the rest of the file is used).
     """
 
     def __init__(self, path: str | os.PathLike, root: str | os.PathLike | None = None, *, video_fps: float = 3.0,
@@ -147,11 +147,7 @@ class OfficialJsonDataset:
         """The parsed JSON object of entry ``index`` (no validation beyond "is an object")."""
         where = self.where(index)
         start, end, line = self._spans[index]
-        invalid = first_invalid_byte(self._text[start:end])
-        if invalid:
-            lines, column, byte = invalid
-            raise SampleError(f"invalid UTF-8 byte 0x{byte:02x} at column {column}",
-                              where=f"{self.path.name}:{line + lines}", reason="invalid_utf8")
+        refuse_invalid_utf8(self._text[start:end], self.path.name, int(line))
         try:
             payload = json.loads(self._text[start:end])
         except json.JSONDecodeError as error:
@@ -234,8 +230,8 @@ class OfficialJsonDataset:
     def _video_groups(self, path: Path, entry: _Entry) -> int:
         """Number of resampler groups ``_video`` would produce, from the container header / file count."""
         files, rate, fps, options = self._video_setup(path, entry)
-        n_frames, native_fps = probe_video(path) if files is None else (len(files), rate)
-        indices, packing = plan_frames(n_frames, native_fps, fps, **options)
+        probe = probe_video(path) if files is None else VideoProbe(len(files), rate, 0, False, "folder")
+        indices, packing = plan_frames(probe.frames, probe.rate, fps, **options)
         return -(-len(indices) // packing)
 
 

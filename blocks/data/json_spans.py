@@ -27,13 +27,16 @@ def decode_data_file(raw: bytes) -> str:
         raw.decode("utf-8", "surrogateescape")
 
 
-def first_invalid_byte(segment: str) -> tuple[int, int, int] | None:
-    """(lines into ``segment``, 1-based column, byte value) of its first undecodable byte, or None."""
+def refuse_invalid_utf8(segment: str, name: str, line: int) -> None:
+    """Raise ``SampleError`` (``invalid_utf8``, naming ``name:line`` and the column) if the entry ``segment``
+    starting at ``line`` holds an undecodable byte."""
     found = _ESCAPED_BYTE.search(segment)
     if found is None:
-        return None
-    at = found.start()
-    return segment.count("\n", 0, at), at - segment.rfind("\n", 0, at), ord(found.group()) - 0xDC00
+        return
+    at, byte = found.start(), ord(found.group()) - 0xDC00
+    column, lines_in = at - segment.rfind("\n", 0, at), segment.count("\n", 0, at)
+    raise SampleError(f"invalid UTF-8 byte 0x{byte:02x} at column {column}", where=f"{name}:{line + lines_in}",
+                      reason="invalid_utf8")
 
 
 def line_spans(text: str, name: str) -> list[tuple[int, int, int]]:
