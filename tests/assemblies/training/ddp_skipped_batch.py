@@ -2,8 +2,8 @@
 tiny model under Lightning DDP, 2 CPU processes over gloo, where every sample of rank 1's micro-batch
 is bad. Each rank saves its weights after the step as ``rank<r>.safetensors``.
 
-The records are split by ``DistributedSampler`` (no shuffle): rank r gets indices r, r + 2, ..., so
-with batches of 2, rank 0 trains on records 0 and 2 and rank 1 gets records 1 and 3, both bad.
+Rank r's one batch is records r and r + 2: rank 0 trains on records 0 and 2, rank 1 gets records 1 and
+3, both bad.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from assemblies.training.config import instantiate
 from assemblies.training.module import MLLMModule
@@ -27,7 +27,17 @@ from tests.assemblies.training.conftest import FAST, compose_train
 
 BAD = {1, 3}
 LR = 0.5
-BATCH = 2
+
+
+class RankBatch(Sampler[list[int]]):
+    """One batch per rank: records ``rank`` and ``rank + 2`` (the rank is known once DDP has started)."""
+
+    def __iter__(self):
+        rank = torch.distributed.get_rank()
+        yield [rank, rank + 2]
+
+    def __len__(self) -> int:
+        return 1
 
 
 class BadAt:
@@ -59,12 +69,13 @@ def build():
 
 def main(out: Path) -> None:
     model, dataset, pad_id = build()
-    loader = DataLoader(dataset, batch_size=BATCH, shuffle=False,
+    loader = DataLoader(dataset, batch_sampler=RankBatch(),
                         collate_fn=SkippingCollate(pad_id, filler=first_usable(dataset, "scenes")))
     module = MLLMModule(model, optimizer=functools.partial(torch.optim.SGD, lr=LR), scheduler=None,
                         lr={"vpm": LR, "resampler": LR, "llm": LR}, total_steps=1)
     trainer = pl.Trainer(accelerator="cpu", devices=2, max_steps=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         use_distributed_sampler=False,
                          strategy=DDPStrategy(process_group_backend="gloo", timeout=timedelta(seconds=60)))
     trainer.fit(module, train_dataloaders=loader)
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
