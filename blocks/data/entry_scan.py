@@ -1,6 +1,8 @@
-"""The check a data file gets when it is opened: every entry parsed once (no media touched), so that a
-file with no usable sample stops the run before training, with the reasons, and duplicate sample ids
-are reported once per file instead of passing without a word."""
+"""The check a data file gets when it is opened: every entry's JSON parsed once, for its id (nothing
+else is validated and no media touched), so that a file none of whose entries parses stops the run
+before training, with the reasons, and duplicate sample ids are reported once per file instead of
+passing without a word. Entries that parse but are bad otherwise stay counted skips at access; a
+corpus none of whose samples builds is stopped by ``blocks.data.dataset.first_usable``."""
 
 from __future__ import annotations
 
@@ -16,13 +18,13 @@ _SHOWN = 10  # duplicate ids named in the message
 
 
 def scan_entries(identify: Callable[[int], tuple[str, str]], count: int, name: str, duplicate_ids: str = "warn") -> None:
-    """Parse entries ``0..count-1`` with ``identify(i) -> (sample id, "file:line")``.
+    """Parse entries ``0..count-1`` with ``identify(i) -> (sample id, "file:line")`` (raising ``SampleError``).
 
     Logs one warning with the table of unusable entries (they stay counted skips at access) and, under
     ``duplicate_ids="warn"``, one naming the ids used more than once and their lines.
 
     Raises:
-        SampleError: no entry (``no_samples``), no entry that parses (the table of reasons), or duplicate
+        SampleError: no entry (``no_samples``), no entry that ``identify`` accepts (the table of reasons), or duplicate
             ids under ``duplicate_ids="error"`` (``duplicate_ids``).
     """
     if duplicate_ids not in DUPLICATE_POLICIES:

@@ -28,9 +28,9 @@ Rules, following the official ``preprocess``:
   root (absolute elsewhere, or ``..``) is refused. Checked lexically so symlinked folders inside
   the root keep working.
 
-Entries are parsed once at construction, without media, to catch an unusable file and duplicate ids
-(``blocks.data.entry_scan``), then again when indexed; media are decoded at access time, so a bad
-entry costs one ``SampleError`` naming ``file:line`` and the id.
+Every entry's JSON is parsed once at construction, for its ``id``, to catch an unusable file and
+duplicate ids (``blocks.data.entry_scan``); entries are validated when indexed and media decoded then,
+so a bad entry costs one ``SampleError`` naming ``file:line`` and the id.
 """
 
 from __future__ import annotations
@@ -145,11 +145,11 @@ class OfficialJsonDataset:
 
     def entry(self, index: int) -> dict:
         """The parsed JSON object of entry ``index`` (no validation beyond "is an object")."""
-        where = self.where(index)
-        start, end, line = self._spans[index]
-        refuse_invalid_utf8(self._text[start:end], self.path.name, int(line))
+        start, end, line = self._spans[index].tolist()  # Python ints: numpy scalars cost the scan of a big file
+        where, segment = f"{self.path.name}:{line}", self._text[start:end]
+        refuse_invalid_utf8(segment, self.path.name, line)
         try:
-            payload = json.loads(self._text[start:end])
+            payload = json.loads(segment)
         except json.JSONDecodeError as error:
             raise SampleError(f"malformed JSON: {error.msg} at column {error.colno}", where=where,
                               reason="malformed_json") from error
@@ -162,11 +162,7 @@ class OfficialJsonDataset:
         """Entry ``index`` validated, markers placed and media paths resolved; no media touched."""
         where = self.where(index)
         fields = self.entry(index)
-        sample_id = fields.get("id", where)
-        if not isinstance(sample_id, (str, int)):
-            raise SampleError(f"'id' must be a string or integer, got {type(sample_id).__name__}", where=where,
-                              reason="bad_entry")
-        entry = _Entry(str(sample_id), where, fields)
+        entry = _Entry(_sample_id(fields, where), where, fields)
         entry.conversations = _conversations(fields.get("conversations"), entry.error)
         images = _place_markers(entry.conversations, fields.get("image"), IMAGE_MARKER, entry.error)
         videos = _place_markers(entry.conversations, fields.get("video"), VIDEO_MARKER, entry.error)
@@ -175,9 +171,9 @@ class OfficialJsonDataset:
         return entry
 
     def _identify(self, index: int) -> tuple[str, str]:
-        """(sample id, ``file:line``) of entry ``index`` once it parses (the scan at construction)."""
-        entry = self._parse(index)
-        return entry.sample_id, entry.where
+        """(sample id, ``file:line``) of entry ``index``: its JSON parsed, nothing else checked (the scan)."""
+        where = self.where(index)
+        return _sample_id(self.entry(index), where), where
 
     def __getitem__(self, index: int) -> Record:
         entry = self._parse(index)
@@ -233,6 +229,14 @@ class OfficialJsonDataset:
         probe = probe_video(path) if files is None else VideoProbe(len(files), rate, 0, False, "folder")
         indices, packing = plan_frames(probe.frames, probe.rate, fps, **options)
         return -(-len(indices) // packing)
+
+
+def _sample_id(fields: dict, where: str) -> str:
+    sample_id = fields.get("id", where)
+    if not isinstance(sample_id, (str, int)):
+        raise SampleError(f"'id' must be a string or integer, got {type(sample_id).__name__}", where=where,
+                          reason="bad_entry")
+    return str(sample_id)
 
 
 def _conversations(value: Any, fail: Callable[..., SampleError]) -> list[dict[str, str]]:

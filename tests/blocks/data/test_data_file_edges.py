@@ -37,10 +37,10 @@ def test_a_file_with_no_entries_is_refused_naming_it(tmp_path, text):
 
 def test_a_file_whose_every_entry_is_bad_stops_with_the_reasons(tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"id": "a", "conversations": [\n{"id": "b"}\n{"id": "c", "conversations": []}\n')
+    path.write_text('{"id": "a", "conversations": [\n"a string"\n{"id": ["c"]}\n')
     with pytest.raises(SampleError, match=r"no usable samples in .*bad.jsonl: all 3 entries are bad") as info:
         OfficialJsonDataset(path)
-    assert "malformed_json" in str(info.value) and "missing_field" in str(info.value)  # the table of reasons
+    assert "malformed_json" in str(info.value) and "bad_entry  " in str(info.value)  # the table of reasons
 
 
 def test_a_corpus_whose_every_sample_is_skipped_stops_before_training(tmp_path):
