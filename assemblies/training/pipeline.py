@@ -27,6 +27,7 @@ from torch import nn
 from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training import report
 from assemblies.training.callbacks import Throughput
+from assemblies.training.checkpointing import AtomicCheckpointIO, atomic_path, resume_checkpoint
 from assemblies.training.config import (check_targets, instantiate, pipeline_stages, recipe_stages, resolve_precision,
                                         to_plain)
 from assemblies.training.contrastive_module import ContrastiveModule
@@ -156,13 +157,13 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     stop = cfg.pipeline.stop_at_step
     trainer = instantiate(cfg.trainer, _convert_="all", precision=resolve_precision(cfg.trainer.precision),
                           strategy=_strategy(cfg.trainer, model),
+                          plugins=[*(instantiate(cfg.trainer.plugins) or []), AtomicCheckpointIO()],
                           max_steps=int(stop) if stop else int(stage.max_steps), accumulate_grad_batches=accumulate,
                           val_check_interval=int(stage.val_every) * accumulate if stage.val_every else None,
                           check_val_every_n_epoch=None if stage.val_every else 1,
                           callbacks=[throughput, *_callbacks(cfg, stage_dir)], logger=_loggers(cfg, stage_dir),
                           default_root_dir=str(stage_dir))
-    last = stage_dir / "checkpoints" / "last.ckpt"
-    resume = str(last) if cfg.pipeline.resume and last.is_file() else None
+    resume = resume_checkpoint(stage_dir / "checkpoints") if cfg.pipeline.resume else None
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - started
@@ -175,7 +176,8 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     result = report.stage_result(stage.name, stage_dir, heldout, module.chance(data), throughput.summary(), seconds,
                                  trainable=frozen.trainable, steps=trainer.global_step, finished=finished)
     if trainer.is_global_zero:
-        (stage_dir / "result.json").write_text(json.dumps(result, indent=2))
+        with atomic_path(stage_dir / "result.json") as partial:  # a rerun trusts it: never half-written
+            partial.write_text(json.dumps(result, indent=2))
     trainer.strategy.barrier()  # other ranks wait until the stage's files exist
     return result
 
