@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from golden_manifest import manifest_problems
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MCPV_SHARED", REPO_ROOT.parent / "shared"))
 REFERENCE_DIR = SHARED / "reference" / "minicpmv45"
@@ -36,8 +38,22 @@ def reference_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
-    """Golden vectors produced by the official implementation."""
-    return _require(GOLDEN_DIR)
+    """Golden vectors produced by the official implementation, checked against their manifest."""
+    directory = _require(GOLDEN_DIR)
+    problems = manifest_problems(directory)
+    if problems:
+        pytest.fail(f"{directory} does not match its manifest.json: " + "; ".join(problems))
+    return directory
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread during the test: a tiny model gains nothing from a second one, and loses
+    much when other jobs share the cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True)

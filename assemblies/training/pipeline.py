@@ -186,8 +186,7 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
 def compute_threads(requested: int | None, data_workers: int) -> Iterator[int]:
     """Torch intra-op threads inside the block, restored after it: ``requested``, else the current
     count minus one per data worker (at least 1), so the workers that prepare batches do not compete
-    with the compute threads. On 2 cores with one worker, the tiny stage0 ran its 800 steps in 133 s
-    instead of 193-203 s with 2 threads."""
+    with the compute threads (docs/tiny_recipe.md, "Threads")."""
     previous = torch.get_num_threads()
     torch.set_num_threads(int(requested) if requested else max(1, previous - data_workers))
     try:

@@ -11,10 +11,10 @@ from torch import nn
 
 from assemblies.mllm import MiniCPMV, next_token_loss, position_ids_from_mask
 from assemblies.presets import compose_config, mcpv45, mcpv45_tiny
-from blocks.batch import IGNORE_INDEX, MultimodalBatch, Sample, collate
+from blocks.batch import IGNORE_INDEX, MultimodalBatch, collate
 from blocks.llm import qwen3_tiny
+from mllm_helpers import PATCH_DIM, make_sample
 
-PATCH_DIM = 3 * 14 * 14
 
 
 class StandInVision(nn.Module):
@@ -57,22 +57,6 @@ class StandInResampler(nn.Module):
 
 def tiny_model(queries: int = 16) -> MiniCPMV:
     return MiniCPMV(StandInVision(), StandInResampler(queries), qwen3_tiny())
-
-
-def make_sample(n_text: int, sizes: list[tuple[int, int]], queries: int = 16, sample_id: str = "s") -> Sample:
-    """Text, then one image group per size, each with ``queries`` placeholders; labels on the tail text."""
-    ids, bounds = list(torch.randint(1, 1024, (n_text,)).tolist()), []
-    for _ in sizes:
-        bounds.append((len(ids) + 1, len(ids) + 1 + queries))
-        ids += [5] + [7] * queries + [6] + torch.randint(1, 1024, (3,)).tolist()
-    input_ids = torch.tensor(ids)
-    labels = torch.full_like(input_ids, IGNORE_INDEX)
-    labels[-3:] = input_ids[-3:]
-    n_patches = sum(h * w for h, w in sizes)
-    return Sample(input_ids=input_ids, labels=labels, patches=torch.randn(n_patches, PATCH_DIM),
-                  tgt_sizes=torch.tensor(sizes, dtype=torch.long).view(-1, 2),
-                  temporal_ids=torch.full((len(sizes),), -1), group_sizes=torch.ones(len(sizes), dtype=torch.long),
-                  image_bound=torch.tensor(bounds, dtype=torch.long).view(-1, 2), sample_id=sample_id)
 
 
 def golden_batch(golden_dir, case: int) -> tuple[MultimodalBatch, dict]:

@@ -17,7 +17,7 @@ from assemblies.presets import mcpv45, mcpv45_tiny
 from blocks.batch import collate
 from blocks.llm import qwen3, qwen3_tiny
 
-from test_mllm import make_sample
+from mllm_helpers import make_sample
 
 
 def shapes_implied_by(config: dict) -> dict[str, tuple[int, ...]]:
