@@ -31,14 +31,15 @@ class HeldoutSet(Sequence[Record]):
             e.g. the documents with the tiny page layout).
         per_task: records per task (a corpus of k tasks gives k * per_task, tasks interleaved).
         seed: the held-out stream (the same seed gives the same records as the main job's held-out sets).
+        options: with names, corpus name -> ``make_corpus`` options (e.g. the documents' ``layout``).
     """
 
     def __init__(self, corpora: Sequence[str] | Mapping[str, CorpusFactory] = BUILTIN_CORPORA, per_task: int = 32,
-                 seed: int = 0) -> None:
+                 seed: int = 0, options: Mapping[str, Mapping] | None = None) -> None:
         if per_task < 1:
             raise ValueError(f"per_task must be >= 1, got {per_task}")
         factories = corpora if isinstance(corpora, Mapping) else \
-            {name: functools.partial(make_corpus, name) for name in corpora}
+            {name: functools.partial(make_corpus, name, **(options or {}).get(name, {})) for name in corpora}
         self.parts: list[Sequence[Record]] = []
         self.chance: dict[str, float] = {}
         for factory in factories.values():

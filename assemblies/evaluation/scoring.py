@@ -129,8 +129,16 @@ def format_table(scores: Iterable[TaskScore]) -> str:
     return "\n".join(lines)
 
 
-def scores_json(scores: Iterable[TaskScore]) -> list[dict[str, Any]]:
-    return [asdict(s) for s in scores]
+def write_scores(scores: list[TaskScore], directory: str | os.PathLike, about: Mapping[str, Any]) -> Path:
+    """``scores.json`` (``about``, the mean accuracy per mode, the table) and ``scores.md`` in ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    modes = dict.fromkeys(s.mode for s in scores)
+    payload = {**about, "mean_accuracy": {m: mean_accuracy(scores, m) for m in modes},
+               "tasks": [asdict(s) for s in scores]}
+    (directory / "scores.json").write_text(json.dumps(payload, indent=2))
+    (directory / "scores.md").write_text(f"```\n{format_table(scores)}\n```\n")
+    return directory / "scores.json"
 
 
 def read_predictions(path: str | os.PathLike, *, repair: bool = False) -> list[dict[str, Any]]:
