@@ -105,6 +105,7 @@ def evaluate(chat: Chat, records: Sequence[Record], *, modes: Sequence[str] = MO
     finally:
         writer.close()
         chat.model.train(was_training)
+    log.info("evaluation: %d answers generated in %.1f s", run.generated, time.perf_counter() - started)
     if run.skipped:
         log.warning("evaluation skipped %d prompt(s): %s (first: %s)", sum(run.skipped.values()),
                     dict(run.skipped), "; ".join(run.examples))
@@ -208,5 +209,5 @@ class _Run:
             rows.append({key: row[key] for key in ROW_FIELDS})
         self.writer.write(rows)
         self.generated += len(rows)
-        log.info("evaluation: %d answers generated (last batch: %s mode, %.3f s each)", self.generated, mode, seconds)
+        log.debug("evaluation: %d answers generated (last batch: %s mode, %.3f s each)", self.generated, mode, seconds)
         return rows
