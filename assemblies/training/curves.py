@@ -19,8 +19,9 @@ Points = list[tuple[int, float]]
 
 def _task_keys(rows: list[dict], prefix: str, suffix: str) -> list[str]:
     """Tasks with a logged ``{prefix}{task}{suffix}`` column (one level: ``val/<task>/acc``, not ``val/acc``)."""
-    keys = {k for row in rows for k in row if k.startswith(prefix) and k.endswith(suffix)}
-    return sorted(k[len(prefix):-len(suffix)] for k in keys if "/" not in k[len(prefix):-len(suffix)])
+    names = {k[len(prefix):-len(suffix)] for row in rows for k in row
+             if k.startswith(prefix) and k.endswith(suffix) and len(k) > len(prefix) + len(suffix)}
+    return sorted(name for name in names if "/" not in name)
 
 
 def _collect(stage_dirs: list[Path]) -> dict:
