@@ -6,11 +6,13 @@
 
 1. ``train(cfg)`` runs stage0 (contrastive pre-training of the from-scratch vision tower, which the
    full recipe gets from SigLIP) -> stage1 -> stage2 -> stage3 -> sft -> sft_long_cot, each starting
-   from the previous stage's weights, and prints a table per stage (loss, tokens/s, held-out accuracy per task
-   next to chance).
+   from the previous stage's weights, and prints what each stage trains on and a table per stage (loss,
+   samples/s, peak memory, held-out accuracy per task next to chance: teacher-forced, and of answers
+   generated in short and in long mode).
 2. The result is exported in the official MiniCPM-V 4.5 layout and loaded back with the official
    loader; the reloaded model answers a few held-out questions by greedy generation.
-3. ``curves.png`` (loss and accuracy across stages) and ``metrics.json`` are in the output directory.
+3. ``curves.png`` (losses, accuracies, learning rates, gradient norm) and ``metrics.json`` are in the output
+   directory.
 """
 
 from __future__ import annotations
