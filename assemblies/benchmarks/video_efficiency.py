@@ -121,47 +121,59 @@ def visual_tokens(batch: MultimodalBatch) -> int:
 class PhaseClock:
     """Forward hooks that time one ``generate`` call by phase and name the phase for a memory probe.
 
-    After the block: ``seconds`` = {tower, resampler, prefill, first_token, decode, answer}; prefill
-    is the first LLM call, first_token everything up to its end, decode the rest of the call.
+    After the block, ``seconds`` holds {tower, resampler, prefill, first_token, decode, answer} in
+    wall-clock seconds and the same keys prefixed ``cpu_`` in CPU seconds of this process (all
+    threads): on a shared machine the CPU time a step needs varies far less than its wall time.
+    Prefill is the first LLM call, first_token everything up to its end, decode the rest.
     """
+
+    CLOCKS = {"": time.perf_counter, "cpu_": time.process_time}
 
     def __init__(self, model: MiniCPMV, probe: LiveTensorBytes | None = None) -> None:
         self.model, self.probe = model, probe
 
+    def _now(self) -> dict[str, float]:
+        return {prefix: clock() for prefix, clock in self.CLOCKS.items()}
+
     def _enter_phase(self, name: str, *_) -> None:
         if name == "llm":
             name = "decode" if "prefill" in self.spans else "prefill"
-        self.phase, self.phase_start = name, time.perf_counter()
+        self.phase, self.phase_start = name, self._now()
         if self.probe is not None:
             self.probe.phase = name
 
     def _leave_phase(self, *_) -> None:
-        now = time.perf_counter()
-        self.spans[self.phase] = self.spans.get(self.phase, 0.0) + now - self.phase_start
+        now = self._now()
+        span = self.spans.setdefault(self.phase, dict.fromkeys(self.CLOCKS, 0.0))
+        for prefix in self.CLOCKS:
+            span[prefix] += now[prefix] - self.phase_start[prefix]
         if self.phase == "prefill":
             self.first_token_at = now
         if self.probe is not None:
             self.probe.phase = "glue"  # embedding, scatter, sampling between the modules
 
     def __enter__(self) -> "PhaseClock":
-        self.spans: dict[str, float] = {}
+        self.spans: dict[str, dict[str, float]] = {}
         self.handles = []
         for name, module in (("tower", self.model.vpm), ("resampler", self.model.resampler), ("llm", self.model.llm)):
             self.handles.append(module.register_forward_pre_hook(partial(self._enter_phase, name)))
             self.handles.append(module.register_forward_hook(self._leave_phase))
         if self.probe is not None:
             self.probe.phase = "glue"
-        self.started = time.perf_counter()
+        self.started = self._now()
         return self
 
     def __exit__(self, *exc) -> None:
-        answer = time.perf_counter() - self.started
+        ended = self._now()
         for handle in self.handles:
             handle.remove()
-        first_token = self.first_token_at - self.started
-        self.seconds = {"tower": self.spans["tower"], "resampler": self.spans["resampler"],
-                        "prefill": self.spans["prefill"], "first_token": first_token,
-                        "decode": answer - first_token, "answer": answer}
+        self.seconds = {}
+        for prefix in self.CLOCKS:
+            first_token = self.first_token_at[prefix] - self.started[prefix]
+            answer = ended[prefix] - self.started[prefix]
+            phases = {phase: self.spans[phase][prefix] for phase in ("tower", "resampler", "prefill")}
+            phases.update(first_token=first_token, decode=answer - first_token, answer=answer)
+            self.seconds.update({prefix + phase: value for phase, value in phases.items()})
 
 
 def answer(model: MiniCPMV, batch: MultimodalBatch, new_tokens: int, probe: LiveTensorBytes | None = None) -> dict:

@@ -19,13 +19,14 @@ def variants_table(figures: dict, frames: str) -> list[str]:
              f"{figures['new_tokens']} new tokens; median of {figures['repeats']} interleaved repeats; "
              f"x(c) = ratio to patch_merger [min-max of the per-repeat ratios]",
              f"{'variant':<13}{'visual':>7}{'x(c)':>7}{'prompt':>7}{'x(c)':>7}{'prefill s':>10}{'x(c)':>19}"
-             f"{'1st token s':>12}{'x(c)':>19}{'answer s':>9}{'x(c)':>19}"]
+             f"{'1st token s':>12}{'x(c)':>19}{'answer s':>9}{'x(c)':>19}{'answer cpu-s':>13}{'x(c)':>19}"]
     for variant, row in rows.items():
         s = row["seconds"]
         line = (f"{variant:<13}{row['visual_tokens']:>7}{row['ratios']['visual_tokens']:>7.3f}"
                 f"{row['prompt_tokens']:>7}{row['ratios']['prompt_tokens']:>7.3f}"
                 f"{s['prefill']:>10.3f}{_ratio(row, 'prefill'):>19}{s['first_token']:>12.2f}"
-                f"{_ratio(row, 'first_token'):>19}{s['answer']:>9.2f}{_ratio(row, 'answer'):>19}")
+                f"{_ratio(row, 'first_token'):>19}{s['answer']:>9.2f}{_ratio(row, 'answer'):>19}"
+                f"{s['cpu_answer']:>13.2f}{_ratio(row, 'cpu_answer'):>19}")
         lines.append(line)
     return lines
 
@@ -44,13 +45,14 @@ def memory_table(figures: dict, frames: str) -> list[str]:
 
 
 def time_split_table(figures: dict, frames: str) -> list[str]:
-    """Median seconds per phase and its share of the answer time."""
+    """Median seconds per phase and its share of the answer time, wall clock and process CPU time."""
     lines = [f"where the time goes at {frames} frames (median s, % of the answer)",
-             f"{'variant':<13}" + "".join(f"{phase:>17}" for phase in PHASES) + f"{'answer':>9}"]
+             f"{'variant':<13}{'clock':<6}" + "".join(f"{phase:>17}" for phase in PHASES) + f"{'answer':>9}"]
     for variant, row in figures["frames"][frames].items():
-        s = row["seconds"]
-        lines.append(f"{variant:<13}" + "".join(f"{s[p]:>10.3f} ({100 * s[p] / s['answer']:>3.0f}%)" for p in PHASES)
-                     + f"{s['answer']:>9.2f}")
+        for clock, prefix in (("wall", ""), ("cpu", "cpu_")):
+            s = {phase: row["seconds"][prefix + phase] for phase in (*PHASES, "answer")}
+            lines.append(f"{variant:<13}{clock:<6}" + "".join(
+                f"{s[p]:>10.3f} ({100 * s[p] / s['answer']:>3.0f}%)" for p in PHASES) + f"{s['answer']:>9.2f}")
     return lines
 
 
@@ -58,7 +60,7 @@ def sweep_table(figures: dict) -> list[str]:
     """Ratios of each variant to (c) as the video grows."""
     labels = list(next(iter(next(iter(figures["frames"].values())).values())).get("memory", {}))
     lines = ["ratios to patch_merger as frames grow (time: median of per-repeat ratios; memory: rss)",
-             f"{'frames':>6} {'variant':<13}{'visual':>8}{'prefill':>9}{'1st token':>10}{'answer':>8}"
+             f"{'frames':>6} {'variant':<13}{'visual':>8}{'prefill':>9}{'1st token':>10}{'answer':>8}{'answer cpu':>11}"
              + "".join(f"{'rss, ' + label:>24}" for label in labels)]
     for frames, rows in figures["frames"].items():
         for variant, row in rows.items():
@@ -66,7 +68,7 @@ def sweep_table(figures: dict) -> list[str]:
                 continue
             r = row["ratios"]
             lines.append(f"{frames:>6} {variant:<13}{r['visual_tokens']:>8.3f}{r['prefill']:>9.3f}"
-                         f"{r['first_token']:>10.3f}{r['answer']:>8.3f}"
+                         f"{r['first_token']:>10.3f}{r['answer']:>8.3f}{r['cpu_answer']:>11.3f}"
                          + "".join(f"{row['memory'][label]['rss_ratio']:>24.2f}" for label in labels))
     return lines
 
@@ -88,9 +90,10 @@ def flops_table(figures: dict) -> list[str]:
 def print_tables(figures: dict) -> None:
     """All tables of a ``video_efficiency.run`` result."""
     print(f"video efficiency, scale={figures['scale']}, {figures['threads']} threads, {figures['cpu_model']}")
-    blocks = [block for frames in figures["frames"] for block in (variants_table(figures, frames),
-                                                                  time_split_table(figures, frames),
-                                                                  memory_table(figures, frames))]
+    blocks = [block for frames, rows in figures["frames"].items()
+              for block in (variants_table(figures, frames), time_split_table(figures, frames),
+                            memory_table(figures, frames) if any(row["memory"] for row in rows.values()) else [])
+              if block]
     blocks.append(sweep_table(figures))
     if figures["flops"]:
         blocks.append(flops_table(figures))

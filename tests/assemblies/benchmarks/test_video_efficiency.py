@@ -29,15 +29,18 @@ def test_toy_run_counts_tokens_by_each_rule_and_prints_the_tables(capsys):
             groups = math.ceil(frames / {"resampler3d": 6, "resampler2d": 1, "patch_merger": 2}[variant])
             assert row["prompt_tokens"] == row["visual_tokens"] + 2 * groups + 3 + 32  # markers, chat head, question
             s = row["seconds"]
-            assert 0 < s["tower"] + s["resampler"] + s["prefill"] <= s["first_token"] <= s["answer"]
-            assert s["decode"] == pytest.approx(s["answer"] - s["first_token"])
+            for clock in ("", "cpu_"):
+                assert 0 < s[clock + "tower"] + s[clock + "resampler"] + s[clock + "prefill"] <= s[clock + "first_token"]
+                assert s[clock + "first_token"] <= s[clock + "answer"]
+                assert s[clock + "decode"] == pytest.approx(s[clock + "answer"] - s[clock + "first_token"])
         assert rows["patch_merger"]["ratios"]["answer"] == 1.0
         assert rows["resampler2d"]["ratios"]["visual_tokens"] == 64 * frames / expected_visual_tokens("patch_merger", frames)
         flops = figures["flops"]["toy"][str(frames)]
         assert len({counts["tower"] for counts in flops.values()}) == 1  # one tower for all variants
         assert flops["resampler2d"]["prefill"] > flops["resampler3d"]["prefill"] > flops["patch_merger"]["prefill"]
     out = capsys.readouterr().out
-    for column in ("visual", "prompt", "x(c)", "prefill s", "1st token s", "answer s", "where the time goes",
+    for column in ("visual", "prompt", "x(c)", "prefill s", "1st token s", "answer s", "answer cpu-s",
+                   "where the time goes",
                    "tower", "resampler", "decode", "ratios to patch_merger as frames grow", "GFLOPs"):
         assert column in out, column
 
