@@ -149,7 +149,7 @@ class PerceiverResampler(nn.Module):
             counts = (tgt_sizes[:, 0] * tgt_sizes[:, 1]).long()
             frame_embedding = temporal_sincos(temporal_ids.long(), self.out_dim)
             positions = positions + torch.repeat_interleave(frame_embedding, counts, dim=0)
-        keys = values + positions.to(values.dtype)
+        keys = values + positions.to(values)
         return keys, keys if self.positions_in_values else values
 
     def _in_proj(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from assemblies.mllm import MiniCPMV, next_token_loss, position_ids_from_mask
+from assemblies.benchmarks.measure import LiveTensorBytes
+from assemblies.mllm import MiniCPMV, next_token_loss, position_ids_from_mask, visual_chunks
 from assemblies.presets import compose_config, mcpv45, mcpv45_tiny
 from blocks.batch import IGNORE_INDEX, MultimodalBatch, collate
 from blocks.llm import qwen3_tiny
@@ -246,3 +247,32 @@ def test_grad_checkpointing_gives_the_same_gradients():
     model(batch).loss.backward()
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, plain[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_visual_chunks_keep_groups_whole():
+    assert visual_chunks([6, 6, 6], 6) == [(0, 1), (1, 2), (2, 3)]
+    assert visual_chunks([1, 1, 3, 2], 4) == [(0, 2), (2, 3), (3, 4)]
+    assert visual_chunks([8, 1], 4) == [(0, 1), (1, 2)]  # a group longer than a chunk is a chunk of its own
+    assert visual_chunks([], 4) == []
+
+
+@pytest.mark.parametrize("resampler", ["resampler3d", "resampler2d", "patch_merger"])
+def test_chunked_visual_encoding_gives_the_same_tokens_in_less_memory(resampler):
+    model = mcpv45_tiny([f"resampler={resampler}"]).eval()
+    sizes = [(5, 7)] + [(8, 8)] * 12  # an image slice, then a 12-frame video in groups of 2
+    batch = MultimodalBatch(
+        input_ids=torch.zeros(1, 1, dtype=torch.long), attention_mask=torch.ones(1, 1, dtype=torch.bool),
+        labels=None, patches=torch.randn(35 + 12 * 64, PATCH_DIM), tgt_sizes=torch.tensor(sizes),
+        temporal_ids=torch.tensor([-1, *range(0, 60, 5)]), group_sizes=torch.tensor([1] + [2] * 6),
+        image_bound=torch.zeros(7, 3, dtype=torch.long))
+    peaks = {}
+    with torch.no_grad():
+        for chunk_frames in (None, 3):
+            model.visual_chunk_frames = chunk_frames
+            with LiveTensorBytes([*model.parameters(), batch.patches]) as probe:
+                peaks[chunk_frames] = (model.encode_visual(batch), probe.peak)
+    torch.testing.assert_close(peaks[3][0], peaks[None][0])
+    assert peaks[3][1] < 0.5 * peaks[None][1]  # 2 frames' activations at a time instead of 13 slices'
+    with pytest.raises(ValueError, match="chunk_frames"):
+        model.visual_chunk_frames = 0
+        model.encode_visual(batch)
