@@ -179,9 +179,10 @@ class PhaseClock:
 def answer(model: MiniCPMV, batch: MultimodalBatch, new_tokens: int, probe: LiveTensorBytes | None = None) -> dict:
     """Generate exactly ``new_tokens`` greedy tokens; seconds per phase (``PhaseClock``)."""
     with PhaseClock(model, probe) as clock:
-        out = model.generate(batch, min_new_tokens=new_tokens, max_new_tokens=new_tokens)
-    if out.shape[-1] != new_tokens:
-        raise RuntimeError(f"generate returned {out.shape[-1]} tokens, not {new_tokens}")
+        completions = model.generate(batch, min_new_tokens=new_tokens, max_new_tokens=new_tokens)
+    lengths = {len(completion.token_ids) for completion in completions}
+    if lengths != {new_tokens}:
+        raise RuntimeError(f"generate returned {sorted(lengths)} tokens, not {new_tokens}")
     return clock.seconds
 
 
