@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from assemblies.checkpoints.model_dir import tokenizer_digest
 from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training import report
 from assemblies.training.callbacks import Throughput
@@ -32,6 +33,7 @@ from assemblies.training.config import (check_targets, instantiate, pipeline_sta
 from assemblies.training.contrastive_module import ContrastiveModule
 from assemblies.training.datamodule import MultimodalDataModule
 from assemblies.training.module import MLLMModule
+from assemblies.training.run_tokenizer import TOKENIZER_DIR, pin_tokenizer
 from assemblies.training.stages import add_lora, freeze, merge_lora
 from assemblies.training.weights import WEIGHTS_FILE, load_weights, save_weights
 
@@ -216,7 +218,7 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
     if main_process:
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    tokenizer = instantiate(cfg.data.tokenizer)
+    tokenizer = pin_tokenizer(instantiate(cfg.data.tokenizer), output_dir / TOKENIZER_DIR, write=main_process)
     model = instantiate(cfg.model)
     vocab = model.llm.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocab:
@@ -252,8 +254,14 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
     summary = report.run_summary(results, cfg)
     if not main_process:
         return float(summary.get(cfg.optimized_metric) or float("nan"))
+    pinned = output_dir / TOKENIZER_DIR
+    summary["tokenizer"] = {"dir": str(pinned), "sha256": tokenizer_digest(pinned)}
     if cfg.pipeline.export and results and results[-1]["finished"]:
-        exported = report.export(model, output_dir / "export")
+        processor = instantiate(cfg.data.processor)(tokenizer=tokenizer, tokens_per_group=tokens_per_group)
+        # The released checkpoints are bf16; a model trained in fp32 (CPU) is exported as it is, bit for bit.
+        fp32 = str(resolve_precision(cfg.trainer.precision)).startswith("32")
+        exported = report.export(model, output_dir / "export", tokenizer, processor.config,
+                                 torch.float32 if fp32 else torch.bfloat16)
         summary["export_dir"] = str(exported) if exported else None
     if cfg.pipeline.plots:
         summary["plots"] = [str(p) for p in report.plot_curves([output_dir / r["stage"] for r in results], output_dir)]
