@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -163,6 +164,35 @@ def pipeline_stages(cfg: DictConfig) -> list[DictConfig]:
     if unknown:
         raise ValueError(f"pipeline.stages names unknown stages {unknown}; defined: {defined}")
     return [cfg.stages[name] for name in cfg.pipeline.stages]
+
+
+# Inputs a recipe may need from the user, with what to set them to (conf/paths/default.yaml).
+INPUTS = {
+    "paths.siglip_dir": "a Hugging Face SigLIP / SigLIP2 vision directory (save_pretrained output, e.g. of "
+                        "google/siglip2-so400m-patch14-384): the full recipe's stage1 starts its vision tower there",
+    "paths.qwen3_dir": "a Hugging Face Qwen3 directory (e.g. of Qwen/Qwen3-8B): the full recipe's stage1 starts "
+                       "its LLM there",
+    "paths.tokenizer_dir": "a directory with MiniCPM-V 4.5's tokenizer files (vocab.json, merges.txt, "
+                           "tokenizer_config.json, e.g. of openbmb/MiniCPM-V-4_5)",
+    "checkpoint": "an official-format MiniCPM-V directory (config.json, safetensors, tokenizer, "
+                  "preprocessor_config.json), e.g. openbmb/MiniCPM-V-4_5 or a toolkit export",
+    "data.train": "a training file in the official fine-tuning format (JSON list or JSONL)",
+}
+
+
+def missing_inputs(cfg: DictConfig, stages: list[DictConfig]) -> list[str]:
+    """One line per ``INPUTS`` entry that the stages or the data refer to but that is unset or not on disk."""
+    used = "\n".join(OmegaConf.to_yaml(node) for node in (*stages, cfg.data))
+    problems = []
+    for key, meaning in INPUTS.items():
+        if "${" + key + "}" not in used:
+            continue
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if value is None or OmegaConf.is_missing(cfg, key):
+            problems.append(f"set {key}=<dir>: {meaning}")
+        elif not Path(str(value)).exists():
+            problems.append(f"{key}={value} does not exist; it should be {meaning}")
+    return problems
 
 
 def instantiate(node: Any, **kwargs) -> Any:

@@ -28,8 +28,8 @@ from assemblies.checkpoints.model_dir import tokenizer_digest
 from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training import report
 from assemblies.training.callbacks import Throughput
-from assemblies.training.config import (check_targets, instantiate, pipeline_stages, recipe_stages, resolve_precision,
-                                        to_plain)
+from assemblies.training.config import (check_targets, instantiate, missing_inputs, pipeline_stages, recipe_stages,
+                                        resolve_precision, to_plain)
 from assemblies.training.contrastive_module import ContrastiveModule
 from assemblies.training.datamodule import MultimodalDataModule
 from assemblies.training.module import MLLMModule
@@ -77,7 +77,7 @@ def check_capacity(model_cfg: DictConfig, trainer_cfg: DictConfig, stages: list[
             f"{have / 2**30:.0f} GiB. Use GPUs with FSDP (trainer=fsdp, e.g. 8 x 80 GB) or the tiny scale: scale=tiny")
 
 
-def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, stage_dir: Path) -> None:
+def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, tokenizer) -> None:
     source = stage.init_from
     if source in (None, "none"):
         return
@@ -90,7 +90,7 @@ def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, 
                                     f"previous stage in this output dir first or set stages.{stage.name}.init_from=<dir>")
         load_weights(model, weights)
         return
-    load_weights(model, to_plain(source) if isinstance(source, DictConfig) else source)
+    load_weights(model, to_plain(source) if isinstance(source, DictConfig) else source, tokenizer=tokenizer)
 
 
 def _callbacks(cfg: DictConfig, stage_dir: Path) -> list[pl.Callback]:
@@ -206,6 +206,9 @@ def train(cfg: DictConfig) -> float:
     except ValueError as error:
         raise SystemExit(str(error)) from None
     check_capacity(cfg.model, cfg.trainer, stages)
+    problems = missing_inputs(cfg, stages)
+    if problems:
+        raise SystemExit("this run needs:\n  " + "\n  ".join(problems))
     with compute_threads(cfg.get("threads"), int(cfg.data.get("num_workers", 0))):
         return _run_pipeline(cfg, stages)
 
@@ -242,7 +245,7 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
             load_weights(model, stage_dir / WEIGHTS_FILE)
             results.append(json.loads((stage_dir / "result.json").read_text()))
         else:
-            _stage_init(model, stage, previous_dir, stage_dir)
+            _stage_init(model, stage, previous_dir, tokenizer)
             results.append(run_stage(cfg, model, stage, stage_dir, tokenizer, process_factory))
             if not results[-1]["finished"]:
                 log.info("stopped stage %s at step %d (pipeline.stop_at_step)", stage.name, results[-1]["steps"])
