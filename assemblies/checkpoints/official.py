@@ -104,25 +104,40 @@ def _int_if_whole(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
+def official_dims(config: Mapping) -> dict:
+    """The sizes of an official config.json under the names of a recipe's ``dims`` (conf/recipe)."""
+    vision, hidden = config["vision_config"], config["hidden_size"]
+    patch = vision.get("patch_size", 14)
+    return {
+        "vision_width": vision["hidden_size"],
+        # The official model deletes the last ViT layer when drop_vision_last_layer is set (4.5 ships false).
+        "vision_depth": vision["num_hidden_layers"] - int(config.get("drop_vision_last_layer", False)),
+        "vision_heads": vision["num_attention_heads"], "vision_mlp": vision["intermediate_size"],
+        "patch_size": patch, "position_grid": vision["image_size"] // patch,
+        "queries": config["query_num"], "resampler_heads": config.get("resampler_num_heads", hidden // 128),
+        "resampler_region_grid": None,  # an initialisation: loaded weights replace it
+        "llm_hidden": hidden, "llm_layers": config["num_hidden_layers"], "llm_heads": config["num_attention_heads"],
+        "llm_kv_heads": config["num_key_value_heads"],
+        "llm_head_dim": config.get("head_dim", hidden // config["num_attention_heads"]),
+        "llm_mlp": config["intermediate_size"], "vocab_size": config["vocab_size"],
+        "bos_token_id": config.get("bos_token_id"), "eos_token_id": config.get("eos_token_id"),
+    }
+
+
 def build_from_official_config(config: Mapping, attn_backend: str = "auto") -> MiniCPMV:
     """A randomly initialised assembly with the sizes of an official config.json (current device)."""
-    vision = config["vision_config"]
-    patch = vision.get("patch_size", 14)
-    # The official model deletes the last ViT layer when drop_vision_last_layer is set (4.5 ships false).
-    depth = vision["num_hidden_layers"] - int(config.get("drop_vision_last_layer", False))
-    vpm = navit_siglip(vision["hidden_size"], depth, vision["num_attention_heads"], vision["intermediate_size"],
-                       patch_size=patch, position_grid=vision["image_size"] // patch, attn_backend=attn_backend)
-    hidden = config["hidden_size"]
-    resampler = resampler3d(config["query_num"], hidden, vision["hidden_size"],
-                            config.get("resampler_num_heads", hidden // 128), attn_backend=attn_backend,
+    d = official_dims(config)
+    vpm = navit_siglip(d["vision_width"], d["vision_depth"], d["vision_heads"], d["vision_mlp"],
+                       patch_size=d["patch_size"], position_grid=d["position_grid"], attn_backend=attn_backend)
+    resampler = resampler3d(d["queries"], d["llm_hidden"], d["vision_width"], d["resampler_heads"],
+                            attn_backend=attn_backend,
                             positions_in_values=config.get("resampler_positions_in_values", False))
-    llm = qwen3(config["vocab_size"], hidden, config["num_hidden_layers"], config["num_attention_heads"],
-                config["num_key_value_heads"], config.get("head_dim", hidden // config["num_attention_heads"]),
-                config["intermediate_size"], rope_theta=config.get("rope_theta", 1e6),
+    llm = qwen3(d["vocab_size"], d["llm_hidden"], d["llm_layers"], d["llm_heads"], d["llm_kv_heads"],
+                d["llm_head_dim"], d["llm_mlp"], rope_theta=config.get("rope_theta", 1e6),
                 rms_norm_eps=config.get("rms_norm_eps", 1e-6),
                 max_position_embeddings=config.get("max_position_embeddings", 40960),
                 tie_word_embeddings=config.get("tie_word_embeddings", False),
-                bos_token_id=config.get("bos_token_id"), eos_token_id=config.get("eos_token_id"))
+                bos_token_id=d["bos_token_id"], eos_token_id=d["eos_token_id"])
     return MiniCPMV(vpm, resampler, llm)
 
 

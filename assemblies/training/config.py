@@ -17,7 +17,7 @@ from typing import Any, Optional
 import torch
 from hydra.core.config_store import ConfigStore
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 
 @dataclass
@@ -66,6 +66,8 @@ class DataSchema:
     heldout_size: int = 64
     eval_batch_size: int = 16
     num_workers: int = 0
+    train: Optional[str] = None          # a file in the official fine-tuning format (+experiment=finetune)
+    validation: Optional[str] = None     # its held-out file; None: a held-out split of `train`
 
 
 @dataclass
@@ -91,14 +93,28 @@ class TrainerSchema:
 
 
 def register_schemas() -> None:
-    """Store the schemas as group ``schema`` so configs can list ``- optional /schema@_here_: stage``.
+    """Store the schemas as group ``schema`` so configs can list ``- optional /schema@_here_: stage``,
+    and the ``official_dim`` resolver: ``${official_dim:<dir>,llm_hidden}`` is that size of the official-format
+    checkpoint in ``<dir>`` (``+experiment=finetune`` builds the model of its ``checkpoint``).
 
     ``optional``: tools that compose these files without training (tasks/describe.py) need not register them.
     """
+    OmegaConf.register_new_resolver("official_dim", _official_dim, replace=True, use_cache=True)
     store = ConfigStore.instance()
     for name, node in (("stage", StageSchema), ("pipeline", PipelineSchema), ("data", DataSchema),
                        ("trainer", TrainerSchema)):
         store.store(group="schema", name=name, node=node)
+
+
+def _official_dim(directory: str, name: str) -> Any:
+    import json
+
+    from assemblies.checkpoints.official import official_dims
+
+    config = Path(directory) / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} not found: the checkpoint must be an official-format directory")
+    return official_dims(json.loads(config.read_text()))[name]
 
 
 def resolve_target(path: str) -> Any:
@@ -193,6 +209,15 @@ def missing_inputs(cfg: DictConfig, stages: list[DictConfig]) -> list[str]:
         elif not Path(str(value)).exists():
             problems.append(f"{key}={value} does not exist; it should be {meaning}")
     return problems
+
+
+def run_config_yaml(cfg: DictConfig) -> str:
+    """The resolved config of this run, with the stages it runs only (a recipe stage it skips may name an
+    input left unset, e.g. the full recipe's stage1 when fine-tuning)."""
+    run = cfg.copy()
+    with open_dict(run):
+        run.stages = {name: cfg.stages[name] for name in cfg.pipeline.stages}
+    return OmegaConf.to_yaml(run, resolve=True)
 
 
 def instantiate(node: Any, **kwargs) -> Any:

@@ -21,7 +21,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from assemblies.checkpoints.model_dir import tokenizer_digest
@@ -29,7 +29,7 @@ from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training import report
 from assemblies.training.callbacks import Throughput
 from assemblies.training.config import (check_targets, instantiate, missing_inputs, pipeline_stages, recipe_stages,
-                                        resolve_precision, to_plain)
+                                        resolve_precision, run_config_yaml, to_plain)
 from assemblies.training.contrastive_module import ContrastiveModule
 from assemblies.training.datamodule import MultimodalDataModule
 from assemblies.training.module import MLLMModule
@@ -150,10 +150,12 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
         max_tokens=stage.max_tokens)
     data.setup("fit")
     module_class = ContrastiveModule if isinstance(trained, ContrastivePretrainer) else MLLMModule
-    module = module_class(trained, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(stage.schedule),
-                        lr=to_plain(stage.lr), total_steps=int(stage.max_steps), heldout_tasks=data.heldout_tasks,
-                        decode=functools.partial(tokenizer.decode, skip_special_tokens=True),
-                        weight_decay=float(cfg.get("weight_decay", 0.0)))
+    module = module_class(trained, optimizer=to_plain(cfg.optimizer), scheduler=to_plain(stage.schedule),
+                          lr=to_plain(stage.lr), total_steps=int(stage.max_steps), heldout_tasks=data.heldout_tasks,
+                          decode=functools.partial(tokenizer.decode, skip_special_tokens=True),
+                          weight_decay=float(cfg.get("weight_decay", 0.0)),
+                          model_config={"model": to_plain(cfg.model), "lora": to_plain(stage.lora),
+                                        "objective": to_plain(stage.objective), "vocab_size": len(tokenizer)})
     throughput = Throughput()
     stop = cfg.pipeline.stop_at_step
     trainer = instantiate(cfg.trainer, _convert_="all", precision=resolve_precision(cfg.trainer.precision),
@@ -205,10 +207,10 @@ def train(cfg: DictConfig) -> float:
         stages = pipeline_stages(cfg)
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    check_capacity(cfg.model, cfg.trainer, stages)
-    problems = missing_inputs(cfg, stages)
+    problems = missing_inputs(cfg, stages)  # first: the model's sizes may come from one (+experiment=finetune)
     if problems:
         raise SystemExit("this run needs:\n  " + "\n  ".join(problems))
+    check_capacity(cfg.model, cfg.trainer, stages)
     with compute_threads(cfg.get("threads"), int(cfg.data.get("num_workers", 0))):
         return _run_pipeline(cfg, stages)
 
@@ -219,7 +221,7 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
     output_dir.mkdir(parents=True, exist_ok=True)
     main_process = rank_zero_only.rank == 0  # data-parallel ranks run this function too; one writes files
     if main_process:
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (output_dir / "config.yaml").write_text(run_config_yaml(cfg))
 
     tokenizer = pin_tokenizer(instantiate(cfg.data.tokenizer), output_dir / TOKENIZER_DIR, write=main_process)
     model = instantiate(cfg.model)
