@@ -20,8 +20,6 @@ from assemblies.presets import compose_config
 from assemblies.training.config import missing_inputs, pipeline_stages
 from blocks.data.formats import official_corpus
 
-from conftest import write_tiny_chat_checkpoint
-
 ROOT = Path(__file__).resolve().parents[2]
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220)}
 
@@ -42,9 +40,9 @@ def write_jsonl(root: Path, entries: int = 20) -> Path:
 
 
 @pytest.fixture(scope="module")
-def checkpoint_and_data(tmp_path_factory):
-    checkpoint = write_tiny_chat_checkpoint(tmp_path_factory.mktemp("official"))
-    return checkpoint, write_jsonl(tmp_path_factory.mktemp("data"))
+def checkpoint_and_data(tiny_chat_checkpoint, tmp_path_factory):
+    """The toolkit's export of a tiny model (read only) and a JSONL file beside its images."""
+    return tiny_chat_checkpoint, write_jsonl(tmp_path_factory.mktemp("data"))
 
 
 def _finetune(checkpoint: Path, data: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
