@@ -22,20 +22,22 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
+from assemblies.checkpoints.model_dir import tokenizer_digest
 from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training import report
 from assemblies.training.callbacks import Throughput, quiet_lightning
 from assemblies.training.checkpointing import AtomicCheckpointIO, atomic_path, resume_checkpoint
-from assemblies.training.config import (check_targets, instantiate, pipeline_stages, recipe_stages, resolve_precision,
-                                        to_plain)
+from assemblies.training.config import (check_targets, instantiate, missing_inputs, pipeline_stages, recipe_stages,
+                                        resolve_precision, run_config_yaml, to_plain)
 from assemblies.training.contrastive_module import ContrastiveModule
 from assemblies.training.curves import plot_curves
 from assemblies.training.datamodule import MultimodalDataModule
 from assemblies.training.generation_eval import stage_evaluation
 from assemblies.training.module import MLLMModule
+from assemblies.training.run_tokenizer import TOKENIZER_DIR, pin_tokenizer
 from assemblies.training.stages import add_lora, freeze, merge_lora
 from assemblies.training.weights import WEIGHTS_FILE, load_weights, save_weights
 
@@ -79,7 +81,7 @@ def check_capacity(model_cfg: DictConfig, trainer_cfg: DictConfig, stages: list[
             f"{have / 2**30:.0f} GiB. Use GPUs with FSDP (trainer=fsdp, e.g. 8 x 80 GB) or the tiny scale: scale=tiny")
 
 
-def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, stage_dir: Path) -> None:
+def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, tokenizer) -> None:
     source = stage.init_from
     if source in (None, "none"):
         return
@@ -92,7 +94,7 @@ def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, 
                                     f"previous stage in this output dir first or set stages.{stage.name}.init_from=<dir>")
         load_weights(model, weights)
         return
-    load_weights(model, to_plain(source) if isinstance(source, DictConfig) else source)
+    load_weights(model, to_plain(source) if isinstance(source, DictConfig) else source, tokenizer=tokenizer)
 
 
 def _callbacks(cfg: DictConfig, stage_dir: Path) -> list[pl.Callback]:
@@ -152,10 +154,12 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
         max_tokens=stage.max_tokens)
     data.setup("fit")
     module_class = ContrastiveModule if isinstance(trained, ContrastivePretrainer) else MLLMModule
-    module = module_class(trained, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(stage.schedule),
-                        lr=to_plain(stage.lr), total_steps=int(stage.max_steps), heldout_tasks=data.heldout_tasks,
-                        decode=functools.partial(tokenizer.decode, skip_special_tokens=True),
-                        weight_decay=float(cfg.get("weight_decay", 0.0)))
+    module = module_class(trained, optimizer=to_plain(cfg.optimizer), scheduler=to_plain(stage.schedule),
+                          lr=to_plain(stage.lr), total_steps=int(stage.max_steps), heldout_tasks=data.heldout_tasks,
+                          decode=functools.partial(tokenizer.decode, skip_special_tokens=True),
+                          weight_decay=float(cfg.get("weight_decay", 0.0)),
+                          model_config={"model": to_plain(cfg.model), "lora": to_plain(stage.lora),
+                                        "objective": to_plain(stage.objective), "vocab_size": len(tokenizer)})
     throughput = Throughput()
     generation = stage_evaluation(cfg, model, stage, stage_dir, tokenizer, list(heldout_corpora))
     stop = cfg.pipeline.stop_at_step
@@ -211,6 +215,9 @@ def train(cfg: DictConfig) -> float:
         stages = pipeline_stages(cfg)
     except ValueError as error:
         raise SystemExit(str(error)) from None
+    problems = missing_inputs(cfg, stages)  # first: the model's sizes may come from one (+experiment=finetune)
+    if problems:
+        raise SystemExit("this run needs:\n  " + "\n  ".join(problems))
     check_capacity(cfg.model, cfg.trainer, stages)
     quiet_lightning()
     with compute_threads(cfg.get("threads"), int(cfg.data.get("num_workers", 0))):
@@ -223,9 +230,9 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
     output_dir.mkdir(parents=True, exist_ok=True)
     main_process = rank_zero_only.rank == 0  # data-parallel ranks run this function too; one writes files
     if main_process:
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (output_dir / "config.yaml").write_text(run_config_yaml(cfg))
 
-    tokenizer = instantiate(cfg.data.tokenizer)
+    tokenizer = pin_tokenizer(instantiate(cfg.data.tokenizer), output_dir / TOKENIZER_DIR, write=main_process)
     model = instantiate(cfg.model)
     vocab = model.llm.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocab:
@@ -252,7 +259,7 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
             intro = report.stage_intro(stage, cfg.data.corpora, seen)
             if main_process:
                 report.announce(report.intro_text(stage.name, intro))
-            _stage_init(model, stage, previous_dir, stage_dir)
+            _stage_init(model, stage, previous_dir, tokenizer)
             results.append(run_stage(cfg, model, stage, stage_dir, tokenizer, process_factory, intro))
             if not results[-1]["finished"]:
                 log.info("stopped stage %s at step %d (pipeline.stop_at_step)", stage.name, results[-1]["steps"])
@@ -265,8 +272,14 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
     summary = report.run_summary(results, cfg)
     if not main_process:
         return float(summary.get(cfg.optimized_metric) or float("nan"))
+    pinned = output_dir / TOKENIZER_DIR
+    summary["tokenizer"] = {"dir": str(pinned), "sha256": tokenizer_digest(pinned)}
     if cfg.pipeline.export and results and results[-1]["finished"]:
-        exported = report.export(model, output_dir / "export")
+        processor = instantiate(cfg.data.processor)(tokenizer=tokenizer, tokens_per_group=tokens_per_group)
+        # The released checkpoints are bf16; a model trained in fp32 (CPU) is exported as it is, bit for bit.
+        fp32 = str(resolve_precision(cfg.trainer.precision)).startswith("32")
+        exported = report.export(model, output_dir / "export", tokenizer, processor.config,
+                                 torch.float32 if fp32 else torch.bfloat16)
         summary["export_dir"] = str(exported) if exported else None
     if cfg.pipeline.plots:
         summary["plots"] = [str(p) for p in plot_curves([output_dir / r["stage"] for r in results], output_dir)]
