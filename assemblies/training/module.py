@@ -82,7 +82,8 @@ class MLLMModule(LightningModule):
     def configure_model(self) -> None:
         if self.materializer is not None and not isinstance(self.model, FullyShardedDataParallel):
             strategy = self.trainer.strategy
-            self.model = shard(self.model, self.materializer, strategy.root_device, **fsdp_options(strategy))
+            self.model = shard(self.model, self.materializer, strategy.root_device,
+                               **fsdp_options(strategy, self.model))
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         if isinstance(self.model, FullyShardedDataParallel) and gradient_clip_val and gradient_clip_algorithm != "value":

@@ -20,6 +20,7 @@ with its region init, torch's layers).
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +62,11 @@ class UnitMaterializer:
 
     Raises (from the FSDP constructor): TypeError for a module that has parameters but no init;
     KeyError for a weight whose shape differs from the model's.
+
+    ``peak_bytes``: the most parameter memory it had allocated and not yet handed over to shards, measured
+    after each unit (the distinct storages behind the tensors it created: FSDP moves a unit's tensors into
+    its flat shard and frees their own storage). Under FSDP it stays near the largest unit plus this
+    rank's shards, far below the whole model.
     """
 
     def __init__(self, model: nn.Module, seed: int, device: torch.device | str = "cpu",
@@ -70,7 +76,11 @@ class UnitMaterializer:
         self.hf_owner = {id(m): owner for owner in model.modules() if isinstance(owner, PreTrainedModel)
                          for m in owner.modules()}
         self.loaded: set[str] = set()
-        self._replaced: dict[int, nn.Parameter] = {}  # meta parameter -> its materialised one (tied weights)
+        # meta parameter -> its materialised one, for weights tied across modules. Weak: a strong reference
+        # would keep every unit's full tensors alive after FSDP has sharded them (the whole model per rank).
+        self._replaced: weakref.WeakValueDictionary[int, nn.Parameter] = weakref.WeakValueDictionary()
+        self._created: list[weakref.ref] = []
+        self.peak_bytes = 0
         self._files: dict[Path, object] = {}
 
     def __call__(self, module: nn.Module) -> None:
@@ -83,6 +93,7 @@ class UnitMaterializer:
             with _seeded(module_seed(self.seed, name), self.device):
                 owner._init_weights(module)
             self._load(module, name, recurse=False)
+            self._measure()
         elif callable(getattr(module, "reset_parameters", None)):
             if any(not p.is_meta for p in module.parameters()):
                 raise TypeError(f"{name} ({type(module).__name__}) is partly materialised: its reset_parameters "
@@ -91,6 +102,7 @@ class UnitMaterializer:
             with _seeded(module_seed(self.seed, name), self.device):
                 module.reset_parameters()
             self._load(module, name, recurse=True)
+            self._measure()
         elif any(p.is_meta for p in module.parameters(recurse=False)):
             raise TypeError(f"{name or 'the model'} ({type(module).__name__}) holds parameters but has no "
                             "reset_parameters(): it cannot be materialised from the meta device")
@@ -99,14 +111,30 @@ class UnitMaterializer:
         """Keys of ``weights`` that no module took (after every unit is materialised): the model lacks them."""
         return sorted(set(self.weights) - self.loaded)
 
+    def live_bytes(self) -> int:
+        """Bytes of the distinct storages behind the parameters this materialiser created that still exist."""
+        storages = {}
+        for ref in self._created:
+            param = ref()
+            if param is not None:
+                storage = param.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+        return sum(storages.values())
+
+    def _measure(self) -> None:
+        self.peak_bytes = max(self.peak_bytes, self.live_bytes())
+
     def _allocate(self, module: nn.Module, recurse: bool) -> None:
         for sub in module.modules() if recurse else [module]:
             for key, param in sub._parameters.items():
                 if param is not None and param.is_meta:
-                    if id(param) not in self._replaced:
-                        self._replaced[id(param)] = nn.Parameter(torch.empty_like(param, device=self.device),
-                                                                 requires_grad=param.requires_grad)
-                    sub._parameters[key] = self._replaced[id(param)]
+                    created = self._replaced.get(id(param))
+                    if created is None:
+                        created = nn.Parameter(torch.empty_like(param, device=self.device),
+                                               requires_grad=param.requires_grad)
+                        self._replaced[id(param)] = created
+                        self._created.append(weakref.ref(created))
+                    sub._parameters[key] = created
             for key, buffer in sub._buffers.items():
                 if buffer is not None and buffer.is_meta:
                     raise TypeError(f"buffer {self.names[id(sub)]}.{key} is on the meta device: build with "
@@ -162,15 +190,34 @@ def shard(model: nn.Module, init: UnitMaterializer, device: torch.device, **opti
     return wrapped
 
 
-def fsdp_options(strategy) -> dict:
-    """The FSDP arguments of a Lightning ``FSDPStrategy``, for ``shard``.
+def embedding_units(model: nn.Module) -> list[nn.Module]:
+    """The embedding tables, each an FSDP unit of its own: the vision position table (4,900 rows) and the
+    LLM's token embedding and output head (151,748 rows each at full size, 1.2B parameters together) would
+    otherwise sit in the root unit, which every rank materialises whole before sharding it."""
+    llm = model.llm
+    units = [model.vpm.embeddings] if hasattr(model.vpm, "embeddings") else []
+    units.append(llm.get_input_embeddings())
+    head = llm.get_output_embeddings()
+    if head is not None and head.weight is not llm.get_input_embeddings().weight:  # tied: one unit holds both
+        units.append(head)
+    return units
+
+
+def fsdp_options(strategy, model: nn.Module) -> dict:
+    """The FSDP arguments of a Lightning ``FSDPStrategy`` for ``model``, for ``shard``: units are the
+    strategy's ``unit_classes`` (``MetaFSDPStrategy``) and ``embedding_units(model)``.
 
     The model is wrapped in ``configure_model`` (not by the strategy) so that FSDP gets ``param_init_fn``
     and ``device_id=root_device``: Lightning passes the device *index*, None on CPU, and FSDP then
     refuses to run on CPU. Lightning sees the wrapped units and only adds activation checkpointing.
     """
+    from torch.distributed.fsdp.wrap import CustomPolicy
+
+    classes = tuple(getattr(strategy, "unit_classes", ()))
+    tables = {id(m) for m in embedding_units(model)}
     options = dict(strategy.kwargs, cpu_offload=strategy.cpu_offload, sharding_strategy=strategy.sharding_strategy,
-                   mixed_precision=strategy.mixed_precision_config)
+                   mixed_precision=strategy.mixed_precision_config,
+                   auto_wrap_policy=CustomPolicy(lambda m: isinstance(m, classes) or id(m) in tables))
     strategy.kwargs.pop("auto_wrap_policy", None)  # applied by shard(); Lightning would warn that it ignores it
     return options
 

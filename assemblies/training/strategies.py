@@ -16,8 +16,15 @@ class MetaFSDPStrategy(FSDPStrategy):
 
     Lightning 2.6 refuses a CPU accelerator for exactly ``FSDPStrategy`` (a type check that predates
     torch's CPU support) and would hand FSDP the device *index*, None on CPU; the wrapping in
-    ``configure_model`` passes the device itself. Nothing else differs.
+    ``configure_model`` passes the device itself. ``unit_classes``: the module classes each made an FSDP
+    unit (``sharding.fsdp_options`` adds the embedding tables as units of their own).
     """
+
+    def __init__(self, unit_classes: tuple[type, ...], activation_checkpointing: bool, **kwargs) -> None:
+        classes = set(unit_classes)
+        super().__init__(auto_wrap_policy=classes, activation_checkpointing_policy=classes if activation_checkpointing
+                         else None, **kwargs)
+        self.unit_classes = tuple(unit_classes)
 
 
 def fsdp(layer_classes: tuple[type, ...], activation_checkpointing: bool = True,
@@ -29,10 +36,8 @@ def fsdp(layer_classes: tuple[type, ...], activation_checkpointing: bool = True,
     when a stage freezes part of a block, and per-block param groups need the original parameters.
     The model is built on meta and wrapped by ``MLLMModule.configure_model`` (``assemblies.training.sharding``).
     """
-    classes = set(layer_classes)
-    return MetaFSDPStrategy(auto_wrap_policy=classes,
-                            activation_checkpointing_policy=classes if activation_checkpointing else None,
-                            sharding_strategy=sharding_strategy, state_dict_type=state_dict_type,
+    return MetaFSDPStrategy(layer_classes, activation_checkpointing, sharding_strategy=sharding_strategy,
+                            state_dict_type=state_dict_type,
                             cpu_offload=cpu_offload, process_group_backend=process_group_backend)
 
 
