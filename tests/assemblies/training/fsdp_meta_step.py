@@ -17,7 +17,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from assemblies.checkpoints.official import parameters_on_meta
 from assemblies.presets import compose_config
@@ -28,21 +28,11 @@ from assemblies.training.sharding import UnitMaterializer, full_state_dict
 from assemblies.training.strategies import fsdp
 from blocks.data.dataset import ProcessedDataset, SkippingCollate
 from tests.assemblies.training.conftest import FAST
+from tests.assemblies.training.ddp_skipped_batch import RankBatch
 
 LR = 0.5
 SEED = 7
 OPTIMIZER = {"_target_": "torch.optim.SGD", "_partial_": True}
-
-
-class RankBatch(Sampler[list[int]]):
-    """One batch per rank: records ``rank`` and ``rank + 2`` (the rank is known once the processes run)."""
-
-    def __iter__(self):
-        rank = torch.distributed.get_rank()
-        yield [rank, rank + 2]
-
-    def __len__(self) -> int:
-        return 1
 
 
 def build():
