@@ -13,6 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from assemblies.checkpoints.official import parameters_on_meta
+from assemblies.presets import mcpv45_tiny
 from assemblies.training.sharding import materialize
 from blocks.batch import collate
 from tests.assemblies.training import fsdp_meta_step as script
@@ -21,10 +23,13 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_materialize_is_seeded_per_module_and_matches_the_blocks_own_init():
-    model, _, _ = script.build()
-    first = materialize(model, script.SEED).state_dict()
-    again = materialize(script.build()[0], script.SEED).state_dict()
-    other = materialize(script.build()[0], script.SEED + 1).state_dict()
+    def meta_model():
+        with parameters_on_meta():
+            return mcpv45_tiny()
+
+    first = materialize(meta_model(), script.SEED).state_dict()
+    again = materialize(meta_model(), script.SEED).state_dict()
+    other = materialize(meta_model(), script.SEED + 1).state_dict()
     assert all(torch.equal(first[key], again[key]) for key in first)
     key = "vpm.encoder.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(first[key], other[key])
