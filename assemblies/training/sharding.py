@@ -76,8 +76,8 @@ class UnitMaterializer:
         self.hf_owner = {id(m): owner for owner in model.modules() if isinstance(owner, PreTrainedModel)
                          for m in owner.modules()}
         self.loaded: set[str] = set()
-        # meta parameter -> its materialised one, for weights tied across modules. Weak: a strong reference
-        # would keep every unit's full tensors alive after FSDP has sharded them (the whole model per rank).
+        # meta parameter -> its materialised one, for weights tied across modules. Weak: once FSDP owns a
+        # unit's tensors, whether they live is its decision, not the materialiser's.
         self._replaced: weakref.WeakValueDictionary[int, nn.Parameter] = weakref.WeakValueDictionary()
         self._created: list[weakref.ref] = []
         self.peak_bytes = 0
