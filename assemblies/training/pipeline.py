@@ -33,6 +33,7 @@ from assemblies.training.config import (check_targets, instantiate, pipeline_sta
 from assemblies.training.contrastive_module import ContrastiveModule
 from assemblies.training.datamodule import MultimodalDataModule
 from assemblies.training.module import MLLMModule
+from assemblies.training.preflight import check_settings, preflight
 from assemblies.training.stages import add_lora, freeze, merge_lora
 from assemblies.training.weights import WEIGHTS_FILE, load_weights, save_weights
 
@@ -200,12 +201,14 @@ def train(cfg: DictConfig) -> float:
     """Run ``cfg.pipeline.stages`` in order; returns ``cfg.optimized_metric`` of the last stage (for sweepers)."""
     if "model" not in cfg or "_target_" not in cfg.model:
         raise SystemExit("no model in the config: train with an assembly, e.g. `python tasks/train.py +assembly=mcpv45`")
+    check_settings(cfg)
     check_targets(cfg)
     try:
         stages = pipeline_stages(cfg)
     except ValueError as error:
         raise SystemExit(str(error)) from None
     check_capacity(cfg.model, cfg.trainer, stages)
+    preflight(cfg, stages)
     with compute_threads(cfg.get("threads"), int(cfg.data.get("num_workers", 0))):
         return _run_pipeline(cfg, stages)
 
