@@ -12,10 +12,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from assemblies.presets import mcpv45_tiny
+from assemblies.presets import compose_config, mcpv45_tiny
 from assemblies.training import preflight
 from assemblies.training.pipeline import train
 from assemblies.training.weights import load_weights
+from tests.assemblies.training.conftest import FAST
 
 TWO_STAGES = ["pipeline.stages=[stage1,stage3]", "stages.stage1.init_from=none", "pipeline.export=false"]
 MISSING = "/nonexistent/mine.jsonl"
@@ -40,9 +41,7 @@ def test_a_plus_key_in_a_stage_pipeline_data_or_trainer_config_is_refused_with_t
 
 
 def test_a_plus_key_where_the_schema_allows_any_is_accepted():
-    from tests.assemblies.training.conftest import FAST, compose_train
-
-    cfg = compose_train([*FAST, MINE, "+stages.stage3.data.mix.mine=0.5", "+stages.stage1.lr.llm=0.1"])
+    cfg = compose_config([*FAST, MINE, "+stages.stage3.data.mix.mine=0.5", "+stages.stage1.lr.llm=0.1"])
     assert preflight.unknown_keys(cfg) == []
 
 
