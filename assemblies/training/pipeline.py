@@ -30,7 +30,7 @@ from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training import report
 from assemblies.training.callbacks import Throughput, quiet_lightning
 from assemblies.training.checkpointing import AtomicCheckpointIO, atomic_path, resume_checkpoint
-from assemblies.training.config import (check_targets, instantiate, missing_inputs, pipeline_stages, recipe_stages,
+from assemblies.training.config import (check_targets, instantiate, pipeline_stages, recipe_stages,
                                         resolve_precision, run_config_yaml, to_plain)
 from assemblies.training.contrastive_module import ContrastiveModule
 from assemblies.training.curves import plot_curves
@@ -217,12 +217,10 @@ def train(cfg: DictConfig) -> float:
         stages = pipeline_stages(cfg)
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    problems = missing_inputs(cfg, stages)  # first: the model's sizes may come from one (+experiment=finetune)
-    if problems:
-        raise SystemExit("this run needs:\n  " + "\n  ".join(problems))
+    start = preflight(cfg, stages)  # first: the model's sizes may come from an input (+experiment=finetune)
     check_capacity(cfg.model, cfg.trainer, stages)
     quiet_lightning()
-    preflight(cfg, stages)
+    start()
     with compute_threads(cfg.get("threads"), int(cfg.data.get("num_workers", 0))):
         return _run_pipeline(cfg, stages)
 

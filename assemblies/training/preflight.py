@@ -1,14 +1,15 @@
 """Checks made before the first training step, so that a run fails in seconds instead of after a stage.
 
 ``check_settings(cfg)``, first: every key of a schema-typed node (``stages.*``, ``pipeline``,
-``data``, ``trainer``) is a field of its schema. Hydra refuses ``stages.stage3.max_step=5`` at compose
-time but adds ``+stages.stage3.max_step=5``, which nothing would read.
+``data``, ``trainer``, ``evaluation``) is a field of its schema. Hydra refuses ``stages.stage3.max_step=5``
+at compose time but adds ``+stages.stage3.max_step=5``, which nothing would read.
 
 ``preflight(cfg, stages)``, once the stages are known: the output directory can be written; the
-stages it already holds were trained with these settings (``rerun``); every stage that will train
-finds its data files and its ``init_from`` weights; the disk holds what the run writes. Each refusal
-is a ``SystemExit`` naming the settings, files or numbers, not a traceback. ``RunDirCheck`` is the
-Hydra callback that checks the run directory before Hydra writes its own files there.
+stages it already holds were trained with these settings (``rerun``); the run's inputs are set
+(``config.missing_inputs``) and every stage that will train finds its data files and its ``init_from``
+weights (one message for all); the disk holds what the run writes. Each refusal is a ``SystemExit``
+naming the settings, files or numbers, not a traceback. ``RunDirCheck`` is the Hydra callback that
+checks the run directory before Hydra writes its own files there.
 """
 
 from __future__ import annotations
@@ -17,19 +18,23 @@ import difflib
 import inspect
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from assemblies.training.config import SCHEMAS, instantiate, recipe_stages, resolve_precision, resolve_target, to_plain
+from assemblies.training.config import (INPUTS, SCHEMAS, instantiate, missing_inputs, recipe_stages, resolve_precision,
+                                        resolve_target, to_plain)
 from assemblies.training.rerun import finished, restart_and_record, stale_stages
 from assemblies.training.weights import WEIGHTS_FILE, weights_files
 
 GIB, MIB = 1024 ** 3, 1024 ** 2
 EXPORT_BYTES = 2  # the official-format export is bf16
+# Keys inside schema fields typed as open dicts that the pipeline reads: any other is a typo.
+NESTED = {"stage": {"data": ["mix"]}}
 
 
 def unknown_keys(cfg: DictConfig) -> list[str]:
@@ -40,11 +45,20 @@ def unknown_keys(cfg: DictConfig) -> list[str]:
             else {name: cfg.get(name)}
         known = [field.name for field in fields(schema)]
         for where, node in nodes.items():
-            for key in node.keys() if isinstance(node, DictConfig) else []:
-                if key not in known:
-                    close = difflib.get_close_matches(str(key), known, n=1)
-                    problems.append(f"{where}.{key}: " + (f"did you mean {where}.{close[0]}?" if close
-                                                          else f"{where} has {', '.join(known)}"))
+            problems += _unknown(node, where, known)
+            for field_name, inner in NESTED.get(name, {}).items():
+                problems += _unknown(node.get(field_name) if isinstance(node, DictConfig) else None,
+                                     f"{where}.{field_name}", inner)
+    return problems
+
+
+def _unknown(node: object, where: str, known: list[str]) -> list[str]:
+    problems = []
+    for key in node.keys() if isinstance(node, DictConfig) else []:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            problems.append(f"{where}.{key}: " + (f"did you mean {where}.{close[0]}?" if close
+                                                  else f"{where} has {', '.join(known)}"))
     return problems
 
 
@@ -52,7 +66,7 @@ def check_settings(cfg: DictConfig) -> None:
     """Raises SystemExit: ``cfg`` has keys no schema defines (see the module docstring)."""
     problems = unknown_keys(cfg)
     if problems:
-        raise SystemExit("unknown settings (`+` adds a key, but stage, pipeline, data and trainer configs take only "
+        raise SystemExit("unknown settings (`+` adds a key, but stage, pipeline, data, trainer and evaluation configs take only "
                          "the fields of their schemas in assemblies/training/config.py):\n  " + "\n  ".join(problems))
 
 
@@ -84,8 +98,14 @@ def _path_arguments(target: str) -> list[str]:
             if "PathLike" in str(parameter.annotation)]
 
 
+def _is_input(raw: object) -> bool:
+    """An unresolved value set from an ``INPUTS`` entry, which ``missing_inputs`` checks and names."""
+    return any(raw == "${" + key + "}" for key in INPUTS)
+
+
 def missing_data(cfg: DictConfig, training: list[DictConfig]) -> list[str]:
-    """Corpora the training stages name but ``data.corpora`` lacks, and their path arguments not on disk."""
+    """Corpora the training stages name but ``data.corpora`` lacks, and their path arguments not on disk
+    (except those set from an ``INPUTS`` entry: ``missing_inputs`` names that setting)."""
     problems: dict[str, list[str]] = {}  # problem -> the stages it stops
     for stage in training:
         heldout = cfg.data.heldout if stage.heldout is None else stage.heldout
@@ -95,7 +115,10 @@ def missing_data(cfg: DictConfig, training: list[DictConfig]) -> list[str]:
                 problems.setdefault(f"corpus {name!r} is not in data.corpora ({', '.join(cfg.data.corpora)})",
                                     []).append(stage.name)
                 continue
+            raw = OmegaConf.to_container(node, resolve=False)
             for argument in _path_arguments(node._target_) if "_target_" in node else []:
+                if _is_input(raw.get(argument)):
+                    continue
                 value = node.get(argument)
                 if value is not None and not Path(str(value)).exists():
                     problems.setdefault(f"data.corpora.{name}.{argument}: {value} does not exist",
@@ -120,7 +143,11 @@ def init_problems(cfg: DictConfig, stages: list[DictConfig], training: list[Dict
                                 f"will not exist; run {previous} first (pipeline.stages=[{previous},{stage.name},...])"
                                 f" or set stages.{stage.name}.init_from=<dir>")
             continue
-        for location in to_plain(source).values() if isinstance(source, DictConfig) else [source]:
+        raw = OmegaConf.to_container(stage, resolve=False)["init_from"]
+        for block, value in raw.items() if isinstance(raw, dict) else [(None, raw)]:
+            if _is_input(value):
+                continue
+            location = source[block] if block else source
             try:
                 weights_files(location)
             except (OSError, ValueError) as error:
@@ -184,20 +211,30 @@ def check_disk(cfg: DictConfig, training: list[DictConfig], output_dir: Path) ->
             "(callbacks.model_checkpoint.save_top_k=0), or skip this estimate with pipeline.check_disk=false")
 
 
-def preflight(cfg: DictConfig, stages: list[DictConfig]) -> None:
-    """Run the checks of the module docstring in order; then (rank 0) retrain stale stages and record settings.
+def preflight(cfg: DictConfig, stages: list[DictConfig]) -> Callable[[], None]:
+    """Run the checks of the module docstring in order.
+
+    Returns:
+        what starts the run once the caller's own checks pass (the model fits): check the disk space
+        (``pipeline.check_disk``), then (rank 0) delete the stale stages (``pipeline.restart_changed``)
+        and record this run's settings in each stage it trains.
 
     Raises:
-        SystemExit: the first check that fails (the data and ``init_from`` problems all at once).
+        SystemExit: the first check that fails (inputs, data and ``init_from`` problems all at once).
     """
     output_dir = Path(cfg.paths.output_dir)
     check_writable(output_dir, "paths.output_dir")
-    stale = stale_stages(cfg, output_dir)
+    inputs = missing_inputs(cfg, stages)
+    stale = [] if inputs else stale_stages(cfg, output_dir)  # the comparison resolves the settings: inputs first
     training = [stage for stage in stages if stage.name in stale
                 or not (cfg.pipeline.resume and finished(output_dir / stage.name))]
-    problems = missing_data(cfg, training) + init_problems(cfg, stages, training, output_dir, stale)
+    problems = inputs + missing_data(cfg, training) + init_problems(cfg, stages, training, output_dir, stale)
     if problems:
-        raise SystemExit("this run would stop when a stage starts; before any training:\n  " + "\n  ".join(problems))
-    if cfg.pipeline.check_disk:
-        check_disk(cfg, training, output_dir)
-    restart_and_record(cfg, output_dir, stale, [stage.name for stage in training])
+        raise SystemExit("this run needs (checked before any stage trains):\n  " + "\n  ".join(problems))
+
+    def start() -> None:
+        if cfg.pipeline.check_disk:
+            check_disk(cfg, training, output_dir)
+        restart_and_record(cfg, output_dir, stale, [stage.name for stage in training])
+
+    return start

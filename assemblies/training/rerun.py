@@ -20,10 +20,11 @@ from typing import Any
 
 import yaml
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from assemblies.training.checkpointing import atomic_path
-from assemblies.training.config import recipe_stages
+from assemblies.training.config import recipe_stages, run_config_yaml
 from assemblies.training.weights import WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,8 @@ RECORD = "config.yaml"
 ABSENT = "(absent)"
 # Settings that change what is logged, evaluated or kept on disk, or how fast, but not the weights
 # (tests/assemblies/training/test_rerun.py trains with all of them changed and gets the same weights).
-WEIGHT_NEUTRAL = ("task_name", "optimized_metric", "threads", "paths", "logger", "pipeline",
-                  "callbacks.model_checkpoint", "callbacks.progress_bar", "callbacks.lr_monitor",
+WEIGHT_NEUTRAL = ("task_name", "optimized_metric", "threads", "paths", "logger", "pipeline", "evaluation",
+                  "callbacks.model_checkpoint", "callbacks.progress_bar", "callbacks.lr_monitor", "callbacks.grad_norm",
                   "data.heldout", "data.heldout_size", "data.eval_batch_size", "data.num_workers",
                   "trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.enable_model_summary",
                   "trainer.limit_val_batches", "trainer.detect_anomaly", "stages.*.heldout", "stages.*.description")
@@ -49,9 +50,21 @@ def finished(stage_dir: Path) -> bool:
     return (stage_dir / "result.json").is_file() and (stage_dir / WEIGHTS_FILE).is_file()
 
 
-def resolved(cfg: DictConfig) -> dict:
-    """``cfg`` as its YAML record reads back (the same types on both sides of a comparison)."""
-    return yaml.safe_load(OmegaConf.to_yaml(cfg, resolve=True))
+def resolved(cfg: DictConfig, stage: str) -> dict:
+    """``cfg`` with the run's stages and ``stage`` as its YAML record reads back (the same types on both sides).
+
+    A stage the run skips may name an input left unset (``run_config_yaml``): then its node is one value
+    saying so, which differs from any record.
+    """
+    run = cfg.copy()
+    with open_dict(run):
+        run.pipeline.stages = list(dict.fromkeys([*cfg.pipeline.stages, stage]))
+    try:
+        return yaml.safe_load(run_config_yaml(run))
+    except OmegaConfBaseException as error:
+        with open_dict(run):
+            run.stages[stage] = {"unresolved": str(error).splitlines()[0]}
+        return yaml.safe_load(run_config_yaml(run))
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -121,18 +134,18 @@ def stale_stages(cfg: DictConfig, output_dir: Path) -> list[str]:
     Raises:
         SystemExit: a stage differs and ``pipeline.restart_changed`` is off; names the keys.
     """
-    current, names, running = resolved(cfg), recipe_stages(cfg), set(cfg.pipeline.stages)
-    fallback = output_dir / RECORD
+    names, running = recipe_stages(cfg), set(cfg.pipeline.stages)
     changed: dict[str, list] = {}
     for name in names:
         stage_dir = output_dir / name
         if not has_state(stage_dir) or (name in running and not cfg.pipeline.resume):
             continue  # nothing here, or retrained from scratch anyway
-        record = stage_dir / RECORD if (stage_dir / RECORD).is_file() else fallback
-        if not record.is_file():
+        record = stage_dir / RECORD if (stage_dir / RECORD).is_file() else output_dir / RECORD
+        stored = yaml.safe_load(record.read_text()) or {} if record.is_file() else {}
+        if name not in (stored.get("stages") or {}):  # an older run's directory: its config may omit the stage
             log.warning("stage %s in %s has no settings record: reused unchecked", name, output_dir)
             continue
-        changes = stage_changes(yaml.safe_load(record.read_text()) or {}, current, name)
+        changes = stage_changes(stored, resolved(cfg, name), name)
         if changes:
             changed[name] = changes
     if not changed:
@@ -151,7 +164,7 @@ def restart_and_record(cfg: DictConfig, output_dir: Path, stale: list[str], trai
     for name in stale:
         log.warning("pipeline.restart_changed: deleting %s (trained with other settings)", output_dir / name)
         shutil.rmtree(output_dir / name)
-    text = OmegaConf.to_yaml(cfg, resolve=True)
+    text = run_config_yaml(cfg)
     for name in training:
         (output_dir / name).mkdir(parents=True, exist_ok=True)
         with atomic_path(output_dir / name / RECORD) as partial:
