@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 RECORD = "config.yaml"
 ABSENT = "(absent)"
 # Settings that change what is logged, evaluated or kept on disk, or how fast, but not the weights
-# (tests/assemblies/training/test_rerun.py trains with all of them changed and gets the same weights).
+# (tests/assemblies/training/test_rerun.py trains with one of each kind changed and gets the same weights;
+# threads and data.num_workers change the compute-thread count, hence float rounding only).
 WEIGHT_NEUTRAL = ("task_name", "optimized_metric", "threads", "paths", "logger", "pipeline", "evaluation",
                   "callbacks.model_checkpoint", "callbacks.progress_bar", "callbacks.lr_monitor", "callbacks.grad_norm",
                   "data.heldout", "data.heldout_size", "data.eval_batch_size", "data.num_workers",

@@ -36,6 +36,14 @@ def test_without_an_assembly_it_says_how_to_choose_one(tmp_path):
     assert "+assembly=<name> (available: mcpv45)" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_help_without_an_assembly_shows_the_config_and_how_to_choose_one(tmp_path):
+    done = _train("--help", f"hydra.run.dir={tmp_path}", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr and "InterpolationResolutionError" not in done.stderr
+    assert "\npipeline:\n" in done.stdout and "\nstages:\n" in done.stdout  # the composed config
+    assert "no assembly chosen, so the config above is +assembly=mcpv45's" in done.stdout
+
+
 @pytest.mark.slow
 def test_tiny_pipeline_runs_every_stage_exports_and_plots(tmp_path):
     done = _train(*FAST, f"hydra.run.dir={tmp_path}")

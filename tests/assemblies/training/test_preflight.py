@@ -28,12 +28,16 @@ def _trained(output_dir) -> list[str]:
 
 
 def test_a_plus_key_in_a_stage_pipeline_data_or_trainer_config_is_refused_with_the_close_match(fast_cfg, tmp_path):
+    with pytest.raises(Exception, match="max_step"):  # without `+`, Hydra refuses it when composing
+        fast_cfg(*TWO_STAGES, "stages.stage3.max_step=5")
     cfg = fast_cfg(*TWO_STAGES, "+stages.stage3.max_step=5", "+pipeline.stop_at=1", "+data.heldout_sizes=3",
-                   "+trainer.max_epoch=1")
+                   "+trainer.max_epoch=1", "+evaluation.per_tasks=1", "+stages.stage1.data.mixx={captions: 1}")
     with pytest.raises(SystemExit) as stop:
         train(cfg)
     message = str(stop.value)
     assert "stages.stage3.max_step: did you mean stages.stage3.max_steps?" in message
+    assert "evaluation.per_tasks: did you mean evaluation.per_task?" in message
+    assert "stages.stage1.data.mixx: did you mean stages.stage1.data.mix?" in message
     assert "pipeline.stop_at: did you mean pipeline.stop_at_step?" in message
     assert "data.heldout_sizes: did you mean data.heldout_size?" in message
     assert "trainer.max_epoch: trainer has _target_, accelerator" in message  # no close field: the fields
