@@ -60,7 +60,9 @@ if __name__ == "__main__":
     if (message := assembly_missing(sys.argv[1:])) is not None:
         sys.exit(message)
     if (shown := help_assembly(sys.argv[1:])) is not None:
-        sys.argv.insert(1, f"+assembly={shown[0]}")  # before the flags: --info takes an optional value
+        # Beside the other overrides (argparse takes them as one list), else first (--info takes a value).
+        overrides = [i for i, arg in enumerate(sys.argv) if i and "=" in arg and not arg.startswith("-")]
+        sys.argv.insert(overrides[0] if overrides else 1, f"+assembly={shown[0]}")
     try:
         main()
     finally:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -53,14 +54,16 @@ def weights_files(location: str | Path) -> dict[str, Path]:
         raise ValueError(f"{path} is a Lightning training checkpoint (pickled, with optimizer state; this project "
                          f"never unpickles): pass {instead}")
     if path.is_dir() and (path / "config.yaml").is_file() and not any(path.glob("*.safetensors")):
-        stages = sorted((weights.parent for weights in path.glob(f"*/{WEIGHTS_FILE}")),
-                        key=lambda stage: (stage / WEIGHTS_FILE).stat().st_mtime_ns)
+        recipe = list((yaml.safe_load((path / "config.yaml").read_text()) or {}).get("stages") or {})
+        stages = sorted((weights.parent for weights in path.glob(f"*/{WEIGHTS_FILE}")),  # recipe order, else age
+                        key=lambda stage: (recipe.index(stage.name) if stage.name in recipe else len(recipe),
+                                           (stage / WEIGHTS_FILE).stat().st_mtime_ns))
         if not stages:
             raise FileNotFoundError(f"{path} is a training run directory with no finished stage (no "
                                     f"<stage>/{WEIGHTS_FILE}): pass a stage directory once its stage has finished")
         raise FileNotFoundError(f"{path} is a training run directory; its stages' weights are in "
                                 f"{', '.join(stage.name + '/' for stage in stages)}: pass one of those, e.g. "
-                                f"{stages[-1]} (the last one trained)")
+                                f"{stages[-1]} (the last stage)")
     return checkpoint_files(path)
 
 

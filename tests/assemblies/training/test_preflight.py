@@ -79,8 +79,8 @@ def test_init_from_names_the_stages_of_a_run_directory_and_refuses_lightning_che
     model = mcpv45_tiny()
     run = tmp_path / "run"
     (run / "stage1" / "checkpoints").mkdir(parents=True)
-    (run / "config.yaml").write_text("seed: 0\n")
-    for stage in ("stage1", "stage2"):
+    (run / "config.yaml").write_text("seed: 0\nstages: {stage1: {}, stage2: {}}\n")
+    for stage in ("stage2", "stage1"):  # the recipe's order, not the files' age
         (run / stage).mkdir(exist_ok=True)
         save_file({"resampler.query": model.resampler.query.detach().clone()}, str(run / stage / "model.safetensors"))
     torch.save({"state_dict": {}}, run / "stage1" / "checkpoints" / "last.ckpt")
