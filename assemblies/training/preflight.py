@@ -66,8 +66,9 @@ def check_settings(cfg: DictConfig) -> None:
     """Raises SystemExit: ``cfg`` has keys no schema defines (see the module docstring)."""
     problems = unknown_keys(cfg)
     if problems:
-        raise SystemExit("unknown settings (`+` adds a key, but stage, pipeline, data, trainer and evaluation configs take only "
-                         "the fields of their schemas in assemblies/training/config.py):\n  " + "\n  ".join(problems))
+        raise SystemExit("unknown settings (`+` adds a key, but stage, pipeline, data, trainer and evaluation configs "
+                         "take only the fields of their schemas in assemblies/training/config.py):\n  "
+                         + "\n  ".join(problems))
 
 
 def check_writable(directory: Path, setting: str) -> None:
