@@ -42,7 +42,7 @@ def weights_files(location: str | Path) -> dict[str, Path]:
     """
     path = Path(location)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise FileNotFoundError(f"no safetensors weights at {path}: it does not exist")
     lightning = path.suffix == ".ckpt" if path.is_file() else any(path.glob("*.ckpt")) and not any(
         path.glob("*.safetensors"))
     if lightning:

@@ -69,7 +69,7 @@ def test_a_bad_init_from_of_a_later_stage_stops_before_the_first_stage(fast_cfg,
                               f"Lightning training checkpoint.*pass the stage's weights, {run / 'stage2'}/model.safetensors"
                               r" \(written when the stage finishes\), or its directory"),
                              (run, "training run directory with no finished stage"),
-                             (tmp_path / "nowhere", "nowhere does not exist")]:
+                             (tmp_path / "nowhere", "no safetensors weights at .*nowhere: it does not exist")]:
         with pytest.raises(SystemExit, match=f"stage stage3: init_from: .*{expected}"):
             train(fast_cfg(*TWO_STAGES, f"stages.stage3.init_from={source}", output_dir=out))
         assert _trained(out) == []
