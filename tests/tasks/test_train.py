@@ -36,6 +36,7 @@ def test_without_an_assembly_it_says_how_to_choose_one(tmp_path):
     assert "+assembly=<name> (available: mcpv45)" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # a Hydra process (~50 s on the loaded 2-core machine)
 def test_help_without_an_assembly_shows_the_config_and_how_to_choose_one(tmp_path):
     done = _train("--help", f"hydra.run.dir={tmp_path}", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -44,6 +45,7 @@ def test_help_without_an_assembly_shows_the_config_and_how_to_choose_one(tmp_pat
     assert "no assembly chosen, so the config above is +assembly=mcpv45's" in done.stdout
 
 
+@pytest.mark.slow  # a Hydra process (~50 s on the loaded 2-core machine)
 def test_a_run_directory_that_cannot_be_created_stops_with_one_line(tmp_path):
     (tmp_path / "a_file").write_text("")
     done = _train(*FAST, f"hydra.run.dir={tmp_path}/a_file/run", timeout=300)

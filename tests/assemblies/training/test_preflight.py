@@ -7,9 +7,11 @@ checks that nothing was trained (no stage directory), so a missing check fails t
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from assemblies.presets import compose_config, mcpv45_tiny
@@ -20,6 +22,7 @@ from tests.assemblies.training.conftest import FAST
 
 TWO_STAGES = ["pipeline.stages=[stage1,stage3]", "stages.stage1.init_from=none", "pipeline.export=false"]
 MISSING = "/nonexistent/mine.jsonl"
+ROOT = Path(__file__).resolve().parents[3]
 MINE = f"+data.corpora.mine={{_target_: blocks.data.formats.official_corpus, _partial_: true, train: {MISSING}}}"
 
 
@@ -138,3 +141,11 @@ def test_the_disk_estimate_counts_the_checkpoints_kept_with_optimizer_state(fast
     three, _ = preflight.disk_need(cfg, pipeline_stages(cfg))
     assert three - one == 2 * (total + 2 * 22_144) * 4  # two more files of fp32 weights + AdamW's two moments
     assert one == 3 * (total + 2 * 22_144) * 4 + total * 4  # last, best, the one being written; model.safetensors
+
+
+def test_the_hydra_callback_stops_an_uncreatable_run_directory_before_hydra_writes_there(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    config = OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path / "a_file" / "run")}}})
+    with pytest.raises(SystemExit, match=r"a_file/run \(hydra.run.dir\): Not a directory"):
+        preflight.RunDirCheck().on_run_start(config)
+    assert "assemblies.training.preflight.RunDirCheck" in (ROOT / "conf" / "hydra" / "default.yaml").read_text()
