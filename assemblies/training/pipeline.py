@@ -32,13 +32,14 @@ from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training import report
 from assemblies.training.callbacks import Throughput, quiet_lightning
 from assemblies.training.checkpointing import AtomicCheckpointIO, atomic_path, resume_checkpoint
-from assemblies.training.config import (check_targets, instantiate, missing_inputs, pipeline_stages, recipe_stages,
+from assemblies.training.config import (check_targets, instantiate, pipeline_stages, recipe_stages,
                                         resolve_precision, run_config_yaml, to_plain)
 from assemblies.training.contrastive_module import ContrastiveModule
 from assemblies.training.curves import plot_curves
 from assemblies.training.datamodule import MultimodalDataModule
 from assemblies.training.generation_eval import stage_evaluation
 from assemblies.training.module import MLLMModule
+from assemblies.training.preflight import check_settings, preflight
 from assemblies.training.run_tokenizer import TOKENIZER_DIR, pin_tokenizer
 from assemblies.training.sharding import UnitMaterializer, full_state_dict
 from assemblies.training.stages import add_lora, freeze, merge_lora
@@ -250,16 +251,16 @@ def train(cfg: DictConfig) -> float:
     """Run ``cfg.pipeline.stages`` in order; returns ``cfg.optimized_metric`` of the last stage (for sweepers)."""
     if "model" not in cfg or "_target_" not in cfg.model:
         raise SystemExit("no model in the config: train with an assembly, e.g. `python tasks/train.py +assembly=mcpv45`")
+    check_settings(cfg)
     check_targets(cfg)
     try:
         stages = pipeline_stages(cfg)
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    problems = missing_inputs(cfg, stages)  # first: the model's sizes may come from one (+experiment=finetune)
-    if problems:
-        raise SystemExit("this run needs:\n  " + "\n  ".join(problems))
+    start = preflight(cfg, stages)  # first: the model's sizes may come from an input (+experiment=finetune)
     check_capacity(cfg.model, cfg.trainer, stages)
     quiet_lightning()
+    start()
     with compute_threads(cfg.get("threads"), int(cfg.data.get("num_workers", 0))):
         return _run_pipeline(cfg, stages)
 
