@@ -3,30 +3,61 @@
 The three slots are plain modules named exactly ``vpm``, ``resampler`` and ``llm`` so the state_dict
 keys equal the official checkpoint's (``vpm.embeddings.patch_embedding.weight``,
 ``resampler.attn.in_proj_weight``, ``llm.model.layers.0.self_attn.q_proj.weight``, ...).
-Slot surfaces (see blocks/): ``vpm(patches [N, 3*P*P], tgt_sizes [S, 2]) -> [N, width]``;
-``resampler(x [N, kv_dim], tgt_sizes, temporal_ids [S], group_sizes [G]) -> [T_vis, D]`` packed in group
-order with ``tokens_per_group(frame_sizes)`` tokens per group; ``llm`` a transformers causal LM.
+The assembly is typed against the slot surfaces of ``blocks/slots.py`` (``VisionSlot``,
+``ResamplerSlot``, ``LLMSlot``), so any block with the surface fills its slot.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from blocks.batch import IGNORE_INDEX, MultimodalBatch
+from blocks.batch import IGNORE_INDEX, MultimodalBatch, position_ids_from_mask
+from blocks.generation import Completion, GenerationConfig, generate, opens_thinking
 from blocks.llm import layer_classes as llm_layer_classes
+from blocks.slots import LLMSlot, ResamplerSlot, VisionSlot
 
 SLOTS = ("vpm", "resampler", "llm")
 
 
-def encode_visual(vpm: nn.Module, resampler: nn.Module, batch: MultimodalBatch) -> Tensor:
-    """The vision slots alone: packed visual tokens [T_vis, D] of every group in ``batch``, in group order."""
+def visual_chunks(group_sizes: list[int], max_frames: int) -> list[tuple[int, int]]:
+    """[first, end) group ranges holding at most ``max_frames`` slices each (a longer group is one chunk)."""
+    chunks, first, frames = [], 0, 0
+    for group, size in enumerate(group_sizes):
+        if frames and frames + size > max_frames:
+            chunks.append((first, group))
+            first, frames = group, 0
+        frames += size
+    return chunks + [(first, len(group_sizes))] if group_sizes else chunks
+
+
+def encode_visual(vpm: VisionSlot, resampler: ResamplerSlot, batch: MultimodalBatch,
+                  chunk_frames: int | None = None) -> Tensor:
+    """The vision slots alone: packed visual tokens [T_vis, D] of every group in ``batch``, in group order.
+
+    ``chunk_frames``: encode whole groups at most this many slices/frames at a time, so the tower's
+    and the resampler's activations are one chunk's, not the whole video's (the official tower's
+    ``vision_batch_size`` does this for the tower alone). Slices and groups are independent in both
+    slots, so the tokens are the same.
+    """
+    if chunk_frames is not None and chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be >= 1 or None, got {chunk_frames}")
     dtype = next(vpm.parameters()).dtype
-    features = vpm(batch.patches.to(dtype), batch.tgt_sizes)
-    return resampler(features, batch.tgt_sizes, batch.temporal_ids, batch.group_sizes)
+    if chunk_frames is None or batch.num_groups == 0:
+        features = vpm(batch.patches.to(dtype), batch.tgt_sizes)
+        return resampler(features, batch.tgt_sizes, batch.temporal_ids, batch.group_sizes)
+    slice_ends = torch.tensor([0, *batch.group_sizes.tolist()]).cumsum(0).tolist()
+    row_ends = [0, *(batch.tgt_sizes[:, 0] * batch.tgt_sizes[:, 1]).cumsum(0).tolist()]
+    tokens = []
+    for first, end in visual_chunks(batch.group_sizes.tolist(), chunk_frames):
+        slices = slice(slice_ends[first], slice_ends[end])
+        tgt_sizes = batch.tgt_sizes[slices]
+        features = vpm(batch.patches[row_ends[slices.start]:row_ends[slices.stop]].to(dtype), tgt_sizes)
+        tokens.append(resampler(features, tgt_sizes, batch.temporal_ids[slices], batch.group_sizes[first:end]))
+    return torch.cat(tokens)
 
 
 @dataclass
@@ -37,12 +68,6 @@ class MLLMOutput:
     loss: Tensor | None
     logits: Tensor
     num_loss_tokens: int
-
-
-def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
-    """[B, T] positions counting real tokens only, so a left-padded row starts at 0 where its text starts."""
-    mask = attention_mask.long()
-    return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def next_token_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, int]:
@@ -61,19 +86,31 @@ class MiniCPMV(nn.Module):
     """The assembled multimodal LLM.
 
     Args:
-        vpm: vision slot module.
-        resampler: resampler slot module; its ``out_dim`` must equal the LLM hidden size.
-        llm: transformers causal LM.
+        vpm: the vision slot's module.
+        resampler: the resampler slot's module; its ``out_dim`` must equal the LLM hidden size.
+        llm: the LLM slot's module (a transformers causal LM).
+        visual_chunk_frames: encode the visual input at most this many slices/frames at a time
+            (``encode_visual``'s ``chunk_frames``; None: all at once). Same tokens, less memory.
+
+    Raises:
+        TypeError: a module lacks its slot's surface.
     """
 
-    def __init__(self, vpm: nn.Module, resampler: nn.Module, llm: nn.Module) -> None:
+    def __init__(self, vpm: VisionSlot, resampler: ResamplerSlot, llm: LLMSlot,
+                 visual_chunk_frames: int | None = None) -> None:
         super().__init__()
+        for slot, module, surface in (("vpm", vpm, VisionSlot), ("resampler", resampler, ResamplerSlot),
+                                      ("llm", llm, LLMSlot)):
+            if not isinstance(module, surface):
+                raise TypeError(f"{slot}: {type(module).__name__} lacks the {surface.__name__} surface "
+                                "(blocks/slots.py)")
         hidden = llm.get_input_embeddings().embedding_dim
         if resampler.out_dim != hidden:
             raise ValueError(f"resampler.out_dim={resampler.out_dim} but the LLM hidden size is {hidden}")
         self.vpm = vpm
         self.resampler = resampler
         self.llm = llm
+        self.visual_chunk_frames = visual_chunk_frames
 
     @property
     def layer_classes(self) -> tuple[type, ...]:
@@ -134,7 +171,7 @@ class MiniCPMV(nn.Module):
 
     def encode_visual(self, batch: MultimodalBatch) -> Tensor:
         """Packed visual tokens [T_vis, D] of every group in the batch, in group order."""
-        return encode_visual(self.vpm, self.resampler, batch)
+        return encode_visual(self.vpm, self.resampler, batch, self.visual_chunk_frames)
 
     def embed(self, batch: MultimodalBatch) -> Tensor:
         """``inputs_embeds`` [B, T, D]: text embeddings with each group's tokens at its image_bound span."""
@@ -164,14 +201,26 @@ class MiniCPMV(nn.Module):
         return MLLMOutput(loss=loss, logits=out.logits, num_loss_tokens=count)
 
     @torch.no_grad()
-    def generate(self, batch: MultimodalBatch, **gen_kwargs) -> Tensor:
-        """New token ids [B, new_tokens] continuing each row (greedy unless ``gen_kwargs`` say otherwise).
+    def generate(self, batch: MultimodalBatch, config: GenerationConfig | None = None, *, streamer=None,
+                 tokenizer=None, **changes) -> list[Completion]:
+        """Continuations of every prompt row, from ``blocks.generation.generate`` (KV-cached).
 
-        Batches are expected left-padded so every row continues from its last column.
+        The visual tokens and the prompt prefill are computed once, also for ``num_samples`` > 1.
+        ``changes`` replace fields of ``config`` (default: greedy), e.g. ``max_new_tokens=6``. Without
+        ``stop_token_ids`` the LLM config's ``eos_token_id`` stops a row. With ``think_open_id`` and
+        ``think_close_id`` set, the rows whose prompt opened ``<think>`` are found from
+        ``batch.input_ids`` (the thinking budget applies to them). Batches are expected left padded.
+
+        Returns:
+            ``batch_size * num_samples`` completions, prompt-major.
         """
-        config = self.llm.config
-        eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
-        gen_kwargs.setdefault("do_sample", False)
-        gen_kwargs.setdefault("pad_token_id", next(i for i in (config.pad_token_id, eos, 0) if i is not None))
-        return self.llm.generate(inputs_embeds=self.embed(batch), attention_mask=batch.attention_mask.long(),
-                                 **gen_kwargs)
+        config = replace(config or GenerationConfig(), **changes)
+        eos = self.llm.config.eos_token_id
+        if not config.stop_token_ids and eos is not None:
+            config = replace(config, stop_token_ids=tuple(eos) if isinstance(eos, list) else (eos,))
+        thinking = None
+        if config.think_open_id is not None and config.think_close_id is not None:
+            thinking = opens_thinking(batch.input_ids, batch.attention_mask, config.think_open_id,
+                                      config.think_close_id)
+        return generate(self.llm, self.embed(batch), batch.attention_mask, config, thinking=thinking,
+                        streamer=streamer, tokenizer=tokenizer)

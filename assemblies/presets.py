@@ -3,7 +3,7 @@
 ``build_mllm`` is what the ``model`` node's ``_target_`` calls: Hydra instantiates the three slot
 configs recursively (each with its own builder) and hands the modules over. The Python presets
 compose the same files with the compose API, so ``mcpv45(scale="tiny", overrides=["resampler=mlp"])``
-builds exactly what ``python tasks/inspect.py +assembly=mcpv45 scale=tiny resampler=mlp`` builds.
+builds exactly what ``python tasks/train.py +assembly=mcpv45 scale=tiny resampler=mlp`` trains.
 """
 
 from __future__ import annotations
@@ -16,21 +16,24 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torch import nn
 
 from assemblies.mllm import MiniCPMV
+from assemblies.training.config import register_schemas
+from blocks.slots import LLMSlot, ResamplerSlot, VisionSlot
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 
 
-def build_mllm(vision: nn.Module, resampler: nn.Module, llm: nn.Module) -> MiniCPMV:
+def build_mllm(vision: VisionSlot, resampler: ResamplerSlot, llm: LLMSlot) -> MiniCPMV:
     """The MiniCPM-V assembly from built slot modules (the ``model`` node's ``_target_``)."""
     return MiniCPMV(vpm=vision, resampler=resampler, llm=llm)
 
 
-def compose_config(overrides: Sequence[str] = (), config_name: str = "inspect") -> DictConfig:
-    """The composed config of ``conf/<config_name>.yaml`` with command-line style ``overrides``."""
+def compose_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """The composed config of ``conf/<config_name>.yaml`` with command-line style ``overrides``, typed by
+    the same schemas as the CLI's."""
+    register_schemas()
     if GlobalHydra.instance().is_initialized():  # inside a @hydra.main task: reuse its search path
         return compose(config_name=config_name, overrides=list(overrides))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -47,7 +50,7 @@ def mcpv45(scale: str = "full", overrides: Sequence[str] = (), device: str | tor
     """MiniCPM-V 4.5 (``+assembly=mcpv45``) at ``scale`` (``full``: 8,695,895,280 parameters).
 
     Args:
-        scale: a ``conf/scale`` option (``full``, ``tiny``).
+        scale: a ``conf/scale`` option (``full``, ``tiny``), which picks the recipe ``conf/recipe/mcpv45_<scale>.yaml``.
         overrides: further Hydra overrides, e.g. ``["resampler=mlp", "dims.llm_layers=4"]``.
         device: where parameters are created; the default ``meta`` allocates nothing.
     """

@@ -39,6 +39,13 @@ def packed_layout_problems(rows: Tensor, tgt_sizes: Tensor, temporal_ids: Tensor
     return problems
 
 
+def check_packed_layout(rows: Tensor, tgt_sizes: Tensor, temporal_ids: Tensor, group_sizes: Tensor) -> None:
+    """Raise ValueError when packed visual rows and the tensors that describe them disagree."""
+    problems = packed_layout_problems(rows, tgt_sizes, temporal_ids, group_sizes)
+    if problems:
+        raise ValueError("inconsistent packed visual input: " + "; ".join(problems))
+
+
 def empty_visual(patch_dim: int = 3 * 14 * 14) -> dict[str, Tensor]:
     """The packed visual fields of a sample that has no image or video."""
     return {
@@ -55,11 +62,11 @@ class Sample:
 
     Shapes: input_ids/labels [T]; patches [N, 3*P*P] (each row one patch, flattened c, y, x);
     tgt_sizes [S, 2]; temporal_ids [S]; group_sizes [G]; image_bound [G, 2] (start, end) in this
-    sample's token positions.
+    sample's token positions. ``labels`` is None for an inference prompt (nothing to learn).
     """
 
     input_ids: Tensor
-    labels: Tensor
+    labels: Tensor | None
     patches: Tensor
     tgt_sizes: Tensor
     temporal_ids: Tensor
@@ -70,7 +77,7 @@ class Sample:
 
     def __post_init__(self) -> None:
         problems = packed_layout_problems(self.patches, self.tgt_sizes, self.temporal_ids, self.group_sizes)
-        if self.input_ids.shape != self.labels.shape:
+        if self.labels is not None and self.input_ids.shape != self.labels.shape:
             problems.append(f"labels {tuple(self.labels.shape)} != input_ids {tuple(self.input_ids.shape)}")
         if len(self.image_bound) != len(self.group_sizes):
             problems.append(f"{len(self.image_bound)} image_bound spans for {len(self.group_sizes)} groups")
@@ -87,7 +94,8 @@ class MultimodalBatch:
     """A collated batch. See the module docstring for the packed visual layout.
 
     Shapes: input_ids [B, T] long; attention_mask [B, T] bool (True = real token; padding is
-    found by position, never by token id); labels [B, T] long with IGNORE_INDEX where no loss;
+    found by position, never by token id); labels [B, T] long with IGNORE_INDEX where no loss, or
+    None for inference prompts;
     patches [N, 3*P*P] float; tgt_sizes [S, 2] long; temporal_ids [S] long; group_sizes [G] long;
     image_bound [G, 3] long (row, start, end).
     """
@@ -104,6 +112,9 @@ class MultimodalBatch:
     # (sample id, reason) of samples dropped while building this batch; travels from data-loader
     # workers to the main process so skips are counted, not lost.
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # A stand-in for a micro-batch whose samples were all skipped (``blocks.data.dataset.SkippingCollate``):
+    # trained with weight 0, so every data-parallel rank still joins the gradient collectives.
+    filler: bool = False
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "MultimodalBatch":
         """Move tensors to ``device``; ``dtype`` applies to the float pixel patches only."""
@@ -137,9 +148,17 @@ def collate(samples: Sequence[Sample], pad_id: int, padding_side: str = "right",
     """Pad the text of ``samples`` to one length and pack their visual fields.
 
     ``image_bound`` spans are shifted by the left padding so they keep pointing at the placeholders.
+    Inference prompts (``labels=None``) give a batch with ``labels=None``: it computes no loss.
+
+    Raises:
+        ValueError: no samples, or training samples (with labels) mixed with inference prompts.
     """
     if not samples:
         raise ValueError("collate() needs at least one sample")
+    with_labels = [s.labels is not None for s in samples]
+    if any(with_labels) and not all(with_labels):
+        names = [s.sample_id for s, has in zip(samples, with_labels) if not has]
+        raise ValueError(f"cannot collate training samples with inference prompts (no labels): {names[:5]}")
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     longest = max(s.num_tokens for s in samples)
@@ -153,7 +172,8 @@ def collate(samples: Sequence[Sample], pad_id: int, padding_side: str = "right",
         n = sample.num_tokens
         start = length - n if padding_side == "left" else 0
         input_ids[row, start:start + n] = sample.input_ids
-        labels[row, start:start + n] = sample.labels
+        if sample.labels is not None:
+            labels[row, start:start + n] = sample.labels
         attention_mask[row, start:start + n] = True
         if len(sample.image_bound):
             rows = torch.full((len(sample.image_bound), 1), row, dtype=torch.long)
@@ -161,7 +181,7 @@ def collate(samples: Sequence[Sample], pad_id: int, padding_side: str = "right",
     return MultimodalBatch(
         input_ids=input_ids,
         attention_mask=attention_mask,
-        labels=labels,
+        labels=labels if with_labels[0] else None,
         patches=torch.cat([s.patches for s in samples]),
         tgt_sizes=torch.cat([s.tgt_sizes for s in samples]).long(),
         temporal_ids=torch.cat([s.temporal_ids for s in samples]).long(),
@@ -170,3 +190,9 @@ def collate(samples: Sequence[Sample], pad_id: int, padding_side: str = "right",
         sample_ids=[s.sample_id for s in samples],
         skipped=list(skipped),
     )
+
+
+def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
+    """[B, T] positions counting real tokens only, so a left-padded row starts at 0 where its text starts."""
+    mask = attention_mask.long()
+    return (mask.cumsum(-1) - 1).clamp(min=0)

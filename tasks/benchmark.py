@@ -6,22 +6,15 @@
 
 from __future__ import annotations
 
-import sys
+import importlib
+import json
+import platform
+import time
 from pathlib import Path
 
-# Run as a script, tasks/ leads sys.path and tasks/inspect.py would shadow the standard library's
-# ``inspect`` (imported by dataclasses, hydra, ...): the repository root takes that slot instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-import importlib  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-
-import hydra  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
 
 
 def run_benchmarks(names: list[str], kwargs: dict | None = None, out_dir: str | Path = "outputs/benchmarks",

@@ -11,24 +11,17 @@ and the target's original text.
 
 from __future__ import annotations
 
-import sys
+import random
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
-# Run as a script, tasks/ leads sys.path and tasks/inspect.py would shadow the standard library's
-# ``inspect`` (imported by dataclasses, hydra, ...): the repository root takes that slot instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+import hydra
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image, ImageDraw, ImageFont
 
-import random  # noqa: E402
-from collections.abc import Mapping  # noqa: E402
-from dataclasses import replace  # noqa: E402
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
-
-from blocks.data.corruption import CorruptionConfig, corrupt_document  # noqa: E402
-from blocks.data.synthetic.documents import PageLayout, random_page  # noqa: E402
+from blocks.data.corruption import CorruptionConfig, corrupt_document
+from blocks.data.synthetic.documents import PageLayout, random_page
 
 LABEL_HEIGHT = 18
 MARGIN = 6

@@ -9,16 +9,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, tasks/ leads sys.path and tasks/inspect.py would shadow the standard library's
-# ``inspect`` (imported by dataclasses, hydra, ...): the repository root takes that slot instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+import hydra
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from assemblies.training.config import register_schemas  # noqa: E402
-from assemblies.training.pipeline import train  # noqa: E402
+from assemblies.training.config import register_schemas
+from assemblies.training.pipeline import train
 
 register_schemas()
 ASSEMBLIES = Path(__file__).resolve().parents[1] / "conf" / "assembly"

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from golden_manifest import manifest_problems
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MCPV_SHARED", REPO_ROOT.parent / "shared"))
 REFERENCE_DIR = SHARED / "reference" / "minicpmv45"
@@ -36,8 +38,22 @@ def reference_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
-    """Golden vectors produced by the official implementation."""
-    return _require(GOLDEN_DIR)
+    """Golden vectors produced by the official implementation, checked against their manifest."""
+    directory = _require(GOLDEN_DIR)
+    problems = manifest_problems(directory)
+    if problems:
+        pytest.fail(f"{directory} does not match its manifest.json: " + "; ".join(problems))
+    return directory
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread during the test: a tiny model gains nothing from a second one, and loses
+    much when other jobs share the cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True)
@@ -53,3 +69,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip_cuda)
+
+
+def write_tiny_chat_checkpoint(directory: Path) -> Path:
+    """A complete official-format directory of a random tiny MiniCPM-V 4.5, as the toolkit exports it."""
+    from assemblies.checkpoints.model_dir import export_model_dir
+    from assemblies.presets import mcpv45_tiny
+    from blocks.data.processor_config import ProcessorConfig
+    from blocks.data.tokenizer import tiny_tokenizer
+
+    torch.manual_seed(0)
+    model = mcpv45_tiny()
+    texts = ["How many shapes are there?", "There are 3 shapes.", "The red square is left of the circle.",
+             "Which way does the circle move?", "It moves down."] * 20
+    tokenizer = tiny_tokenizer(texts, vocab_size=320, cache_dir=directory / ".tokenizer-cache")
+    return export_model_dir(model, directory, tokenizer, ProcessorConfig(max_slice_nums=1, scale_resolution=112),
+                            dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_checkpoint(tmp_path_factory) -> Path:
+    """``write_tiny_chat_checkpoint`` once per session (read-only for the tests)."""
+    return write_tiny_chat_checkpoint(tmp_path_factory.mktemp("tiny_chat_checkpoint"))

@@ -13,13 +13,13 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from assemblies.training.config import check_targets, register_schemas
+from assemblies.training.config import check_targets, pipeline_stages, register_schemas
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 BASE = ["+assembly=mcpv45"]
 # Groups chosen with `group=option` (in train.yaml's defaults) and groups appended with `+group=option`.
 SELECTED = ["vision", "resampler", "llm", "scale", "corruption", "data", "trainer", "optimizer", "logger",
-            "callbacks", "paths", "pipeline"]
+            "callbacks", "paths", "recipe", "page_layout"]
 APPENDED = ["experiment", "debug", "sweep"]
 
 
@@ -39,7 +39,7 @@ def _compose(overrides: list[str], name: str = "train", hydra: bool = False):
 
 
 CASES = ([f"{g}={o}" for g in SELECTED for o in _options(g)] + [f"+{g}={o}" for g in APPENDED for o in _options(g)]
-         + [f"+stage={o}" for o in _options("stage")] + [f"hydra/launcher={o}" for o in _options("hydra/launcher")])
+         + [f"hydra/launcher={o}" for o in _options("hydra/launcher")])
 
 
 @pytest.mark.parametrize("choice", CASES)
@@ -52,8 +52,8 @@ def test_every_option_composes_and_binds(choice):
             assert launcher["tasks_per_node"] == launcher["gpus_per_node"] == cfg.trainer.devices
         return
     assert check_targets(cfg) > 10
-    for name in cfg.pipeline.stages:
-        stage = cfg.stages[name]
+    for stage in pipeline_stages(cfg):
+        name = stage.name
         assert set(stage.trainable) <= {"vpm", "resampler", "llm", "contrastive"}
         assert set(stage.trainable) <= set(stage.lr), f"{name}: a trainable block has no lr"
         assert set(stage.data.mix) <= set(cfg.data.corpora)
@@ -61,7 +61,8 @@ def test_every_option_composes_and_binds(choice):
 
 def test_pipeline_runs_the_papers_stages_in_order_and_scale_selects_the_recipe():
     full, tiny = _compose(BASE), _compose([*BASE, "scale=tiny"])
-    assert list(full.pipeline.stages) == ["stage1", "stage2", "stage3", "sft", "sft_long_cot"]
+    assert [stage.name for stage in pipeline_stages(full)] == ["stage1", "stage2", "stage3", "sft", "sft_long_cot"]
+    pipeline_stages(tiny)
     assert list(full.stages.stage1.trainable) == ["resampler"]
     assert list(full.stages.stage2.trainable) == ["vpm", "resampler"]
     assert full.stages.stage3.schedule._target_.endswith("schedules.wsd")
@@ -75,9 +76,9 @@ def test_pipeline_runs_the_papers_stages_in_order_and_scale_selects_the_recipe()
     assert tiny.stages.stage0.objective._target_.endswith("ContrastivePretrainer")
 
 
-def test_order_rules_command_line_beats_appended_beats_pipeline_beats_groups():
-    assert _compose([*BASE, "scale=tiny"]).data.heldout_size == 96            # pipeline beats data/synthetic
-    assert _compose([*BASE, "scale=tiny", "+debug=fast"]).data.heldout_size == 8  # +debug beats pipeline
+def test_order_rules_command_line_beats_appended_beats_recipe_beats_groups():
+    assert _compose([*BASE, "scale=tiny"]).data.heldout_size == 96            # the recipe beats data/synthetic
+    assert _compose([*BASE, "scale=tiny", "+debug=fast"]).data.heldout_size == 8  # +debug beats the recipe
     assert _compose([*BASE, "scale=tiny", "+debug=fast", "data.heldout_size=3"]).data.heldout_size == 3
     assert _compose([*BASE, "resampler=mlp"]).model.resampler._target_.endswith("mlp_projector")
 
@@ -100,9 +101,17 @@ def test_a_bad_block_argument_fails_binding_before_anything_is_built():
         check_targets(cfg)
 
 
-def test_inspect_still_composes_with_the_training_stages():
-    cfg = _compose([*BASE, "stage=stage2"], name="inspect")
-    assert list(cfg.stage.trainable) == ["vpm", "resampler"]
+def test_describe_is_the_training_config_plus_its_report_options():
+    cfg = _compose([*BASE, "scale=tiny"], name="describe")
+    assert cfg.model == _compose([*BASE, "scale=tiny"]).model and cfg.precision == "32-true"
+    assert _compose(BASE, name="describe").precision == "bf16-mixed"
+
+
+def test_a_debug_length_names_no_stage_where_the_recipe_lacks_it():
+    cfg = _compose([*BASE, "+debug=fast"])  # fast.yaml sets stage0's length; the full recipe has no stage0
+    assert [stage.name for stage in pipeline_stages(cfg)] == ["stage1", "stage2", "stage3", "sft", "sft_long_cot"]
+    with pytest.raises(ValueError, match=r"unknown stages \['stage0'\]"):
+        pipeline_stages(_compose([*BASE, "pipeline.stages=[stage0]"]))
 
 
 @pytest.mark.parametrize("scale, font_size", [("full", 10), ("tiny", 14)])

@@ -22,16 +22,15 @@ Conversions, each chosen so that the import is *exact* in a stated case:
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import Tensor
 
+from assemblies.checkpoints.files import read_tensors
 from blocks.vision.navit_siglip import NaViTSiglip, navit_siglip
 
 log = logging.getLogger(__name__)
@@ -70,19 +69,6 @@ def read_vision_config(directory: Path) -> tuple[str, dict]:
         raise ValueError(f"{directory / 'config.json'}: the NaViT block is (gelu_pytorch_tanh, eps 1e-6, 3 channels); "
                          f"got {got}")
     return family, vision
-
-
-def read_safetensors(directory: Path) -> dict[str, Tensor]:
-    """All tensors of ``model.safetensors`` or of the shards listed in ``model.safetensors.index.json``."""
-    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
-    if single.is_file():
-        return load_file(str(single))
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return {k: v for shard in shards for k, v in load_file(str(directory / shard)).items()}
-    found = sorted(p.name for p in directory.iterdir())
-    raise FileNotFoundError(f"{directory}: no model.safetensors(.index.json); found {found}. "
-                            "Only safetensors are read (pickled .bin weights are never loaded).")
 
 
 def patch_resize_matrix(size: int, source_size: int) -> Tensor:
@@ -164,7 +150,7 @@ def load_siglip_vision(directory: str | Path, tower: NaViTSiglip | None = None, 
     if tower is None:
         tower = navit_siglip(vision["hidden_size"], vision["num_hidden_layers"], vision["num_attention_heads"],
                              vision["intermediate_size"], attn_backend=attn_backend)
-    converted, report = convert_state_dict(read_safetensors(directory), family, vision["patch_size"],
+    converted, report = convert_state_dict(read_tensors(directory), family, vision["patch_size"],
                                            tower.patch_size, tower.embeddings.position_grid, resize_patches)
     expected = tower.state_dict()
     missing = sorted(set(expected) - set(converted))

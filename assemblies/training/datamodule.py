@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from assemblies.training.sampling import MixtureBatchSampler
 from blocks.batch import Sample
-from blocks.data.dataset import ProcessedDataset, SkippingCollate
+from blocks.data.dataset import ProcessedDataset, SkippingCollate, first_usable
+from blocks.data.errors import SampleError
 from blocks.data.processor import MiniCPMVProcessor, ProcessorConfig
 from blocks.data.record import Record
 
@@ -24,10 +26,25 @@ log = logging.getLogger(__name__)
 CorpusFactory = Callable[..., Sequence[Record]]
 
 
-def build_processor(tokenizer, tokens_per_group, max_length: int | None = None, **options) -> MiniCPMVProcessor:
-    """The processor for a stage: ``options`` are ``ProcessorConfig`` fields (from ``data.processor``)."""
-    return MiniCPMVProcessor(tokenizer, ProcessorConfig(tokens_per_group=tokens_per_group, max_length=max_length,
-                                                        **options))
+def build_processor(tokenizer, tokens_per_group, max_length: int | None = None, checkpoint: str | None = None,
+                    **options) -> MiniCPMVProcessor:
+    """The processor for a stage: ``options`` are ``ProcessorConfig`` fields (from ``data.processor``).
+
+    ``checkpoint``: start from the settings of that official-format directory (its preprocessor_config.json);
+    an option set to None keeps the checkpoint's value.
+    """
+    base = ProcessorConfig.from_checkpoint(checkpoint) if checkpoint else ProcessorConfig()
+    options = {name: value for name, value in options.items() if value is not None}
+    return MiniCPMVProcessor(tokenizer, replace(base, tokens_per_group=tokens_per_group, max_length=max_length,
+                                                **options))
+
+
+def _task_of(records: Sequence[Record], index: int) -> str:
+    """The record's task; a record that cannot be read stays in the set, to be skipped (and counted) there."""
+    try:
+        return records[index].task
+    except SampleError:
+        return ""
 
 
 class MultimodalDataModule(LightningDataModule):
@@ -71,12 +88,16 @@ class MultimodalDataModule(LightningDataModule):
         self.chance: dict[str, float] = {}  # task -> chance accuracy, when the corpus declares it
         self._heldout_sets: list[Dataset] = []
         self._train: ConcatDataset | None = None
+        self._filler: Sample | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self._train is None:
-            self._train = ConcatDataset([ProcessedDataset(self.corpora[name](split="train", size=self.train_size,
-                                                                             seed=self.seed), self.process)
-                                         for name in self.mix])
+            datasets = [ProcessedDataset(self.corpora[name](split="train", size=self.train_size, seed=self.seed),
+                                         self.process) for name in self.mix]
+            # A corpus none of whose samples builds stops the run here, with the reasons; the first usable
+            # sample stands in, with weight 0, for a micro-batch whose samples were all skipped.
+            self._filler = [first_usable(dataset, name) for dataset, name in zip(datasets, self.mix)][0]
+            self._train = ConcatDataset(datasets)
         if self.max_tokens and self.corpus_tokens is None:
             self.corpus_tokens = [self._typical_tokens(d) for d in self._train.datasets]
         if not self._heldout_sets:
@@ -94,14 +115,14 @@ class MultimodalDataModule(LightningDataModule):
             self.chance.update(getattr(records, "chance", {}))
             by_task: dict[str, list[int]] = {}
             for index in range(len(records)):
-                by_task.setdefault(records[index].task or name, []).append(index)
+                by_task.setdefault(_task_of(records, index) or name, []).append(index)
             dataset = ProcessedDataset(records, self.process)
             for task, indices in by_task.items():
                 self.heldout_tasks.append(task)
                 self._heldout_sets.append(Subset(dataset, indices))
 
-    def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
-        return DataLoader(dataset, collate_fn=SkippingCollate(self.pad_id), num_workers=self.num_workers,
+    def _loader(self, dataset: Dataset, filler: Sample | None = None, **kwargs) -> DataLoader:
+        return DataLoader(dataset, collate_fn=SkippingCollate(self.pad_id, filler=filler), num_workers=self.num_workers,
                           persistent_workers=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
@@ -113,7 +134,7 @@ class MultimodalDataModule(LightningDataModule):
                                       rank=trainer.global_rank if trainer else 0,
                                       world_size=trainer.world_size if trainer else 1, start_step=start,
                                       max_tokens=self.max_tokens, corpus_tokens=self.corpus_tokens)
-        return self._loader(self._train, batch_sampler=sampler)
+        return self._loader(self._train, filler=self._filler, batch_sampler=sampler)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(d, batch_size=self.eval_batch_size, shuffle=False) for d in self._heldout_sets]

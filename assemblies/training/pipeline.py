@@ -1,9 +1,10 @@
 """``train(cfg)``: run the configured stages in order, passing the weights along.
 
-Per stage: initialise (``init_from``), optionally add LoRA or wrap the assembly in the stage's
-``objective`` (contrastive pre-training), freeze, build data and Lightning objects,
-fit (resuming from ``last.ckpt`` when the run directory has one), evaluate the held-out tasks,
-save the stage's weights as safetensors. After the last stage: export, metrics JSON, plots.
+Per stage: say what it trains on, initialise (``init_from``), optionally add LoRA or wrap the
+assembly in the stage's ``objective`` (contrastive pre-training), freeze, build data and Lightning
+objects, fit (resuming from ``last.ckpt`` when the run directory has one), evaluate the held-out
+tasks (teacher-forced, and by generating answers in both modes: ``generation_eval``), save the
+stage's weights as safetensors. After the last stage: export, metrics JSON, plots.
 Everything a stage writes lives in ``<output_dir>/<stage name>/``, so rerunning the same command in
 the same directory continues where it stopped.
 """
@@ -21,16 +22,22 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
+from assemblies.checkpoints.model_dir import tokenizer_digest
 from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training import report
-from assemblies.training.callbacks import Throughput
-from assemblies.training.config import check_targets, instantiate, resolve_precision, to_plain
+from assemblies.training.callbacks import Throughput, quiet_lightning
+from assemblies.training.checkpointing import AtomicCheckpointIO, atomic_path, resume_checkpoint
+from assemblies.training.config import (check_targets, instantiate, missing_inputs, pipeline_stages, recipe_stages,
+                                        resolve_precision, run_config_yaml, to_plain)
 from assemblies.training.contrastive_module import ContrastiveModule
+from assemblies.training.curves import plot_curves
 from assemblies.training.datamodule import MultimodalDataModule
+from assemblies.training.generation_eval import stage_evaluation
 from assemblies.training.module import MLLMModule
+from assemblies.training.run_tokenizer import TOKENIZER_DIR, pin_tokenizer
 from assemblies.training.stages import add_lora, freeze, merge_lora
 from assemblies.training.weights import WEIGHTS_FILE, load_weights, save_weights
 
@@ -74,7 +81,7 @@ def check_capacity(model_cfg: DictConfig, trainer_cfg: DictConfig, stages: list[
             f"{have / 2**30:.0f} GiB. Use GPUs with FSDP (trainer=fsdp, e.g. 8 x 80 GB) or the tiny scale: scale=tiny")
 
 
-def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, stage_dir: Path) -> None:
+def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, tokenizer) -> None:
     source = stage.init_from
     if source in (None, "none"):
         return
@@ -87,7 +94,7 @@ def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, 
                                     f"previous stage in this output dir first or set stages.{stage.name}.init_from=<dir>")
         load_weights(model, weights)
         return
-    load_weights(model, to_plain(source) if isinstance(source, DictConfig) else source)
+    load_weights(model, to_plain(source) if isinstance(source, DictConfig) else source, tokenizer=tokenizer)
 
 
 def _callbacks(cfg: DictConfig, stage_dir: Path) -> list[pl.Callback]:
@@ -125,8 +132,8 @@ def _strategy(trainer_cfg: DictConfig, model: nn.Module):
 
 
 def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: Path, tokenizer,
-              process_factory) -> dict:
-    """Fit one stage; returns its report (losses, held-out metrics, throughput)."""
+              process_factory, intro: dict | None = None) -> dict:
+    """Fit one stage; returns its report (losses, held-out metrics, throughput; ``intro``: what it trains on)."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     if stage.lora:
         add_lora(model, **to_plain(stage.lora))
@@ -147,23 +154,25 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
         max_tokens=stage.max_tokens)
     data.setup("fit")
     module_class = ContrastiveModule if isinstance(trained, ContrastivePretrainer) else MLLMModule
-    module = module_class(trained, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(stage.schedule),
-                        lr=to_plain(stage.lr), total_steps=int(stage.max_steps), heldout_tasks=data.heldout_tasks,
-                        decode=functools.partial(tokenizer.decode, skip_special_tokens=True),
-                        weight_decay=float(cfg.get("weight_decay", 0.0)))
+    module = module_class(trained, optimizer=to_plain(cfg.optimizer), scheduler=to_plain(stage.schedule),
+                          lr=to_plain(stage.lr), total_steps=int(stage.max_steps), heldout_tasks=data.heldout_tasks,
+                          decode=functools.partial(tokenizer.decode, skip_special_tokens=True),
+                          weight_decay=float(cfg.get("weight_decay", 0.0)),
+                          model_config={"model": to_plain(cfg.model), "lora": to_plain(stage.lora),
+                                        "objective": to_plain(stage.objective), "vocab_size": len(tokenizer)})
     throughput = Throughput()
-    trainer_kwargs = {k: v for k, v in to_plain(cfg.trainer).items() if k not in ("_target_", "strategy", "plugins")}
+    generation = stage_evaluation(cfg, model, stage, stage_dir, tokenizer, list(heldout_corpora))
     stop = cfg.pipeline.stop_at_step
-    trainer = pl.Trainer(**{**trainer_kwargs, "precision": resolve_precision(cfg.trainer.precision)},
-                         plugins=instantiate(cfg.trainer.plugins) if cfg.trainer.plugins else None,
-                         strategy=_strategy(cfg.trainer, model),
-                         max_steps=int(stop) if stop else int(stage.max_steps), accumulate_grad_batches=accumulate,
-                         val_check_interval=int(stage.val_every) * accumulate if stage.val_every else None,
-                         check_val_every_n_epoch=None if stage.val_every else 1,
-                         callbacks=[throughput, *_callbacks(cfg, stage_dir)], logger=_loggers(cfg, stage_dir),
-                         default_root_dir=str(stage_dir))
-    last = stage_dir / "checkpoints" / "last.ckpt"
-    resume = str(last) if cfg.pipeline.resume and last.is_file() else None
+    trainer = instantiate(cfg.trainer, _convert_="all", precision=resolve_precision(cfg.trainer.precision),
+                          strategy=_strategy(cfg.trainer, model),
+                          plugins=[*(instantiate(cfg.trainer.plugins) or []), AtomicCheckpointIO()],
+                          max_steps=int(stop) if stop else int(stage.max_steps), accumulate_grad_batches=accumulate,
+                          val_check_interval=int(stage.val_every) * accumulate if stage.val_every else None,
+                          check_val_every_n_epoch=None if stage.val_every else 1,
+                          callbacks=[throughput, *([generation] if generation else []), *_callbacks(cfg, stage_dir)],
+                          logger=_loggers(cfg, stage_dir),
+                          default_root_dir=str(stage_dir))
+    resume = resume_checkpoint(stage_dir / "checkpoints") if cfg.pipeline.resume else None
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - started
@@ -174,9 +183,12 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     if finished and trainer.is_global_zero:
         save_weights(model, stage_dir / WEIGHTS_FILE)
     result = report.stage_result(stage.name, stage_dir, heldout, module.chance(data), throughput.summary(), seconds,
-                                 trainable=frozen.trainable, steps=trainer.global_step, finished=finished)
+                                 trainable=frozen.trainable, steps=trainer.global_step, finished=finished,
+                                 generation=generation.final if generation else None,
+                                 eval_seconds=generation.seconds if generation else 0.0, intro=intro)
     if trainer.is_global_zero:
-        (stage_dir / "result.json").write_text(json.dumps(result, indent=2))
+        with atomic_path(stage_dir / "result.json") as partial:  # a rerun trusts it: never half-written
+            partial.write_text(json.dumps(result, indent=2))
     trainer.strategy.barrier()  # other ranks wait until the stage's files exist
     return result
 
@@ -185,8 +197,7 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
 def compute_threads(requested: int | None, data_workers: int) -> Iterator[int]:
     """Torch intra-op threads inside the block, restored after it: ``requested``, else the current
     count minus one per data worker (at least 1), so the workers that prepare batches do not compete
-    with the compute threads. On 2 cores with one worker, the tiny stage0 ran its 800 steps in 133 s
-    instead of 193-203 s with 2 threads."""
+    with the compute threads (docs/tiny_recipe.md, "Threads")."""
     previous = torch.get_num_threads()
     torch.set_num_threads(int(requested) if requested else max(1, previous - data_workers))
     try:
@@ -200,12 +211,15 @@ def train(cfg: DictConfig) -> float:
     if "model" not in cfg or "_target_" not in cfg.model:
         raise SystemExit("no model in the config: train with an assembly, e.g. `python tasks/train.py +assembly=mcpv45`")
     check_targets(cfg)
-    names = list(cfg.pipeline.stages)
-    unknown = [name for name in names if name not in cfg.stages]
-    if unknown:
-        raise SystemExit(f"pipeline.stages names unknown stages {unknown}; defined: {list(cfg.stages)}")
-    stages = [cfg.stages[name] for name in names]
+    try:
+        stages = pipeline_stages(cfg)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    problems = missing_inputs(cfg, stages)  # first: the model's sizes may come from one (+experiment=finetune)
+    if problems:
+        raise SystemExit("this run needs:\n  " + "\n  ".join(problems))
     check_capacity(cfg.model, cfg.trainer, stages)
+    quiet_lightning()
     with compute_threads(cfg.get("threads"), int(cfg.data.get("num_workers", 0))):
         return _run_pipeline(cfg, stages)
 
@@ -216,9 +230,9 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
     output_dir.mkdir(parents=True, exist_ok=True)
     main_process = rank_zero_only.rank == 0  # data-parallel ranks run this function too; one writes files
     if main_process:
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (output_dir / "config.yaml").write_text(run_config_yaml(cfg))
 
-    tokenizer = instantiate(cfg.data.tokenizer)
+    tokenizer = pin_tokenizer(instantiate(cfg.data.tokenizer), output_dir / TOKENIZER_DIR, write=main_process)
     model = instantiate(cfg.model)
     vocab = model.llm.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocab:
@@ -230,8 +244,8 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
                                                     max_length=max_length)
         return functools.partial(processor, mode="train")
 
-    results, previous_dir = [], None
-    all_names = list(cfg.stages)
+    results, previous_dir, seen = [], None, set()
+    all_names = recipe_stages(cfg)  # a stage's "previous" is the one before it in the recipe
     for stage in stages:
         stage_dir = output_dir / stage.name
         index = all_names.index(stage.name)
@@ -242,23 +256,33 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
             load_weights(model, stage_dir / WEIGHTS_FILE)
             results.append(json.loads((stage_dir / "result.json").read_text()))
         else:
-            _stage_init(model, stage, previous_dir, stage_dir)
-            results.append(run_stage(cfg, model, stage, stage_dir, tokenizer, process_factory))
+            intro = report.stage_intro(stage, cfg.data.corpora, seen)
+            if main_process:
+                report.announce(report.intro_text(stage.name, intro))
+            _stage_init(model, stage, previous_dir, tokenizer)
+            results.append(run_stage(cfg, model, stage, stage_dir, tokenizer, process_factory, intro))
             if not results[-1]["finished"]:
                 log.info("stopped stage %s at step %d (pipeline.stop_at_step)", stage.name, results[-1]["steps"])
                 break
         previous_dir = stage_dir
+        seen.update(stage.data.mix)
         if main_process:
-            print(report.stage_table(results[-1]), flush=True)
+            report.announce(report.stage_table(results[-1], results[-2] if len(results) > 1 else None))
 
     summary = report.run_summary(results, cfg)
     if not main_process:
         return float(summary.get(cfg.optimized_metric) or float("nan"))
+    pinned = output_dir / TOKENIZER_DIR
+    summary["tokenizer"] = {"dir": str(pinned), "sha256": tokenizer_digest(pinned)}
     if cfg.pipeline.export and results and results[-1]["finished"]:
-        exported = report.export(model, output_dir / "export")
+        processor = instantiate(cfg.data.processor)(tokenizer=tokenizer, tokens_per_group=tokens_per_group)
+        # The released checkpoints are bf16; a model trained in fp32 (CPU) is exported as it is, bit for bit.
+        fp32 = str(resolve_precision(cfg.trainer.precision)).startswith("32")
+        exported = report.export(model, output_dir / "export", tokenizer, processor.config,
+                                 torch.float32 if fp32 else torch.bfloat16)
         summary["export_dir"] = str(exported) if exported else None
     if cfg.pipeline.plots:
-        summary["plots"] = [str(p) for p in report.plot_curves([output_dir / r["stage"] for r in results], output_dir)]
+        summary["plots"] = [str(p) for p in plot_curves([output_dir / r["stage"] for r in results], output_dir)]
     (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     print(f"run directory: {output_dir}\n  stage checkpoints and logs: <stage>/, metrics: metrics.json, "
           f"curves: {', '.join(Path(p).name for p in summary.get('plots', [])) or 'off'}, "

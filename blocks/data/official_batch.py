@@ -3,10 +3,17 @@
 Used to prove compatibility with the official processor's outputs (golden tests) and by anyone who
 feeds our preprocessing into the official model code. Training batches come from
 ``blocks.batch.collate`` instead, which masks padding by position rather than by token id.
+
+Video (frames + ``temporal_ids``) follows the official processor exactly where we can: with
+``use_image_id`` on, every frame group gets ``<image_id>k</image_id>`` (k = the index of its first
+frame), as the official processor writes it (our processor's ``video_image_id``). The official
+processor also slices frames when ``max_slice_nums`` allows; our processor never slices a frame,
+so such a call raises instead of returning a different batch.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -14,8 +21,9 @@ from PIL import Image
 
 from blocks.data.chat import render_chat
 from blocks.data.image_processing import patch_rows_to_official, split_slices
+from blocks.data.messages import record_from_messages
 from blocks.data.processor import MiniCPMVProcessor
-from blocks.data.record import IMAGE_MARKER, VIDEO_MARKER, Record, VideoClip
+from blocks.data.slicing import plan_slices
 
 OFFICIAL_IMAGE_TAG = "(<image>./</image>)"
 
@@ -35,31 +43,33 @@ def official_batch(processor: MiniCPMVProcessor, conversations: Sequence[Sequenc
     by position instead), per-item ``image_bound`` shifted by the padding, ``tgt_sizes``,
     ``temporal_ids`` (one list per group, ``[-1]`` for image slices), official-layout
     ``pixel_values``, and our ``samples``.
+
+    Raises:
+        ValueError: a frame the official processor would slice (``max_slice_nums`` > 1 and a frame
+            larger than ``scale_resolution``²), which our processor does not reproduce.
     """
     temporal_ids = temporal_ids or [None] * len(conversations)
+    config = processor.config
+    # The official processor treats frames like images: the same use_image_id flag names them.
+    video_processor = MiniCPMVProcessor(processor.tokenizer, replace(config, video_image_id=config.use_image_id),
+                                        processor.markers)
     samples, prompts = [], []
     for b, (messages, groups) in enumerate(zip(conversations, temporal_ids)):
-        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + list(messages)
-        turns, tagged, images = [], [], []
-        for message in messages:
-            items = [message["content"]] if isinstance(message["content"], str) else list(message["content"])
-            is_image = [isinstance(item, Image.Image) for item in items]
-            images += [item for item in items if isinstance(item, Image.Image)]
-            tagged.append({"role": message["role"], "content": "\n".join(
-                OFFICIAL_IMAGE_TAG if img else item for item, img in zip(items, is_image))})
-            if groups is not None and any(is_image):
-                first, last = is_image.index(True), len(is_image) - is_image[::-1].index(True)
-                if not all(is_image[first:last]):
-                    raise ValueError(f"conversation {b}: video frames must be consecutive items of one message")
-                items[first:last] = [VIDEO_MARKER]
-                is_image[first:last] = [False]
-            turns.append({"role": message["role"], "content": "\n".join(
-                IMAGE_MARKER if img else item for item, img in zip(items, is_image))})
-        prompts.append(render_chat(tagged, add_generation_prompt=True,
-                                   enable_thinking=processor.config.enable_thinking).text)
-        videos = [VideoClip(frames=images, groups=[list(g) for g in groups])] if groups is not None else []
-        record = Record(id=f"official-{b}", conversations=turns, images=[] if videos else images, videos=videos)
-        samples.append(processor(record, mode="inference"))
+        tagged = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+            {"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else "\n".join(
+                OFFICIAL_IMAGE_TAG if isinstance(item, Image.Image) else item for item in m["content"])}
+            for m in messages]
+        prompts.append(render_chat(tagged, add_generation_prompt=True, enable_thinking=config.enable_thinking).text)
+        record = record_from_messages(messages, temporal_ids=groups, system_prompt=system_prompt or "",
+                                      sample_id=f"official-{b}")
+        for video in record.videos:
+            sliced = [f.size for f in video.frames
+                      if plan_slices(f.size, config.max_slice_nums, config.scale_resolution, config.patch_size).grid]
+            if sliced:
+                raise ValueError(f"conversation {b}: the official processor would slice frames of size {sliced[0]} "
+                                 f"at max_slice_nums={config.max_slice_nums}; frames are never sliced here "
+                                 f"(pass max_slice_nums=1, the model card's video setting)")
+        samples.append((video_processor if record.videos else processor)(record, mode="inference"))
 
     length = max(s.num_tokens for s in samples)
     input_ids = torch.zeros(len(samples), length, dtype=torch.long)

@@ -83,8 +83,16 @@ def image_placeholder(slice_tokens: Sequence[int], grid: Size | None, image_id: 
     return text
 
 
-def video_placeholder(group_tokens: Sequence[int], markers: MarkerTokens = MARKERS) -> str:
-    """Placeholder text of a video: one ``<image>`` span per frame group, joined by ``\\n``."""
+def video_placeholder(group_tokens: Sequence[int], markers: MarkerTokens = MARKERS,
+                      image_ids: Sequence[int] | None = None) -> str:
+    """Placeholder text of a video: one ``<image>`` span per frame group, joined by ``\\n``.
+
+    ``image_ids``: one per group, written as ``<image_id>k</image_id>`` before its ``<image>``.
+    """
     if not group_tokens:
         raise ValueError("a video needs at least one frame group")
-    return "\n".join(markers.im_start + markers.unk * n + markers.im_end for n in group_tokens)
+    if image_ids is not None and len(image_ids) != len(group_tokens):
+        raise ValueError(f"{len(image_ids)} image ids for {len(group_tokens)} frame groups")
+    ids = [f"{markers.im_id_start}{k}{markers.im_id_end}" for k in image_ids] if image_ids is not None else \
+        [""] * len(group_tokens)
+    return "\n".join(k + markers.im_start + markers.unk * n + markers.im_end for k, n in zip(ids, group_tokens))

@@ -7,7 +7,7 @@
 - ``mode="train"``: the whole conversation; labels = token ids of the assistant turns (rule in
   ``chat``), -100 elsewhere and always -100 on visual placeholder tokens.
 - ``mode="inference"``: the conversation up to the last user turn (a trailing assistant turn is the
-  reference answer and is dropped) plus the generation prompt; labels all -100.
+  reference answer and is dropped) plus the generation prompt; no labels (``sample.labels is None``).
 
 Length: with ``max_length`` set, a visual span is never cut. The processor first lowers
 ``max_slice_nums`` step by step down to 1, then drops video frame groups evenly (at least one per
@@ -15,7 +15,9 @@ video is kept), and if the sample still does not fit it raises ``SampleTooLong``
 never truncated. The reductions are recorded in ``sample.meta``.
 
 Video follows the official "Chat with Video" settings: frames are not sliced (``max_slice_nums=1``)
-and carry no image ids; images are numbered 0, 1, ... among the record's images.
+and carry no image ids; images are numbered 0, 1, ... among the record's images. With
+``ProcessorConfig.video_image_id`` frame groups get ids too, numbered as the official processor
+numbers its image tags: every image and every frame (grouped or not) counts one, in prompt order.
 """
 
 from __future__ import annotations
@@ -37,30 +39,13 @@ from blocks.data.errors import SampleError, SampleTooLong
 from blocks.data.image_processing import process_image
 from blocks.data.placeholders import (MARKERS, MarkerTokens, TokensPerGroup, constant_tokens, image_placeholder,
                                       video_placeholder)
+from blocks.data.processor_config import ProcessorConfig
 from blocks.data.record import IMAGE_MARKER, VIDEO_MARKER, Record, VideoClip
 from blocks.data.slicing import SliceGeometry, plan_slices
 
 logger = logging.getLogger(__name__)
 MODES = ("train", "inference")
 _MARKER_RE = re.compile(f"({re.escape(IMAGE_MARKER)}|{re.escape(VIDEO_MARKER)})")
-
-
-@dataclass(frozen=True)
-class ProcessorConfig:
-    """Official defaults (preprocessor_config.json); tiny CPU runs use e.g. ``scale_resolution=112``.
-
-    ``tokens_per_group`` is the resampler's count (an int, or its ``tokens_per_group`` method).
-    ``enable_thinking`` only shapes the inference generation prompt; in training the template's own
-    rule applies (a final answer without reasoning gets the empty think block, excluded from loss).
-    """
-
-    max_slice_nums: int = 9
-    scale_resolution: int = 448
-    patch_size: int = 14
-    use_image_id: bool = True
-    enable_thinking: bool = False
-    max_length: int | None = None
-    tokens_per_group: int | TokensPerGroup = 64
 
 
 @dataclass
@@ -94,7 +79,7 @@ class MiniCPMVProcessor:
                          [list(range(len(v.groups))) for v in record.videos], self.config.max_slice_nums)
         ids, labels = self._encode(record, turns, layout, mode)
         ids, labels, layout = self._fit(record, turns, layout, mode, ids, labels)
-        return self._sample(record, order, ids, labels, layout)
+        return self._sample(record, order, ids, labels if mode == "train" else None, layout)
 
     # -- text ---------------------------------------------------------------------------------
     def _turns(self, record: Record, mode: str) -> list[dict]:
@@ -115,6 +100,10 @@ class MiniCPMVProcessor:
         if not any(t["role"] == "user" for t in turns) or (mode == "train" and turns[-1]["role"] != "assistant"):
             need = "a user turn" if mode == "inference" else "a user turn and a final assistant turn"
             raise SampleError(f"conversation needs {need}", sample_id=record.id, where=record.meta.get("where", ""))
+        empty = [i for i, t in enumerate(turns) if t["role"] == "assistant" and not (t.get("content") or "").strip()]
+        if mode == "train" and empty:  # its only target would be the end of the turn: it teaches empty answers
+            raise SampleError(f"assistant turn {empty[0]} is empty", sample_id=record.id,
+                              where=record.meta.get("where", ""), reason="empty_answer")
         return turns
 
     def _plan(self, img: Image.Image, max_slice_nums: int) -> SliceGeometry:
@@ -142,17 +131,24 @@ class MiniCPMVProcessor:
     def _expand(self, record: Record, turns: list[dict], layout: _Layout) -> list[dict]:
         """Turns with the media markers replaced by placeholders."""
         counts = self._span_tokens(layout, record)
-        n_images, n_videos, expanded = 0, 0, []
+        n_images, n_videos, items_before, expanded = 0, 0, 0, []
         for turn in turns:
             pieces = _MARKER_RE.split(turn.get("content") or "")
             for i in range(1, len(pieces), 2):
                 if pieces[i] == IMAGE_MARKER:
                     geometry = layout.images[n_images]
-                    image_id = n_images if self.config.use_image_id else None
+                    image_id = items_before if self.config.use_image_id else None
                     pieces[i] = image_placeholder(counts[n_images], geometry.grid, image_id, self.markers)
                     n_images += 1
+                    items_before += 1
                 else:
-                    pieces[i] = video_placeholder(counts[len(record.images) + n_videos], self.markers)
+                    video, kept = record.videos[n_videos], layout.kept_groups[n_videos]
+                    ids = None
+                    if self.config.video_image_id:  # the official numbering: a group is named by its first frame
+                        firsts = np.cumsum([0] + [len(g) for g in video.groups])
+                        ids = [items_before + int(firsts[g]) for g in kept]
+                        items_before += len(video.frames)
+                    pieces[i] = video_placeholder(counts[len(record.images) + n_videos], self.markers, ids)
                     n_videos += 1
             expanded.append({**turn, "content": "".join(pieces)})
         return expanded
@@ -212,19 +208,11 @@ class MiniCPMVProcessor:
                               where=record.meta.get("where", ""))
         return torch.stack([starts, ends], dim=1) if len(expected) else torch.zeros(0, 2, dtype=torch.long)
 
-    def _sample(self, record: Record, order: list[tuple[str, int]], ids: list[int], labels: np.ndarray,
+    def _sample(self, record: Record, order: list[tuple[str, int]], ids: list[int], labels: np.ndarray | None,
                 layout: _Layout) -> Sample:
         input_ids = torch.tensor(ids, dtype=torch.long)
         bounds = self._bounds(record, order, input_ids, layout)
-        labels_t = torch.from_numpy(labels)
-        visual = torch.zeros(len(ids), dtype=torch.bool)
-        for start, end in bounds.tolist():
-            visual[start - 1:end + 1] = True
-        id_starts = torch.nonzero(input_ids == self.id_start).flatten().tolist()
-        id_ends = torch.nonzero(input_ids == self.id_end).flatten().tolist()
-        for start, end in zip(id_starts, id_ends):
-            visual[start:end + 1] = True
-        labels_t[visual] = IGNORE_INDEX  # never learn to emit placeholders, even in assistant turns
+        labels_t = None if labels is None else self._mask_visual(torch.from_numpy(labels), input_ids, bounds)
         # (image, slicing plan) of every image and kept frame in text order, then one packed buffer.
         jobs, temporal, groups = [], [], []
         for kind, index in order:
@@ -258,6 +246,19 @@ class MiniCPMVProcessor:
                         record.id, len(ids), layout.max_slice_nums, dropped)
         return Sample(input_ids=input_ids, labels=labels_t, image_bound=bounds, sample_id=record.id, meta=meta,
                       **visual_fields)
+
+
+    def _mask_visual(self, labels: torch.Tensor, input_ids: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+        """``labels`` with every placeholder token (markers, <unk> runs, image ids) set to IGNORE_INDEX."""
+        visual = torch.zeros(len(input_ids), dtype=torch.bool)
+        for start, end in bounds.tolist():
+            visual[start - 1:end + 1] = True
+        id_starts = torch.nonzero(input_ids == self.id_start).flatten().tolist()
+        id_ends = torch.nonzero(input_ids == self.id_end).flatten().tolist()
+        for start, end in zip(id_starts, id_ends):
+            visual[start:end + 1] = True
+        labels[visual] = IGNORE_INDEX  # never learn to emit placeholders, even in assistant turns
+        return labels
 
 
 def _media_order(turns: list[dict]) -> list[tuple[str, int]]:

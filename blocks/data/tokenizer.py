@@ -44,6 +44,8 @@ ROLE_TOKENS = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_toke
 # block), punctuation keeps trailing newlines.
 _QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
                r"|\s+(?!\S)|\s+")
+# tokenizer_config.json classes that are a plain tokenizer.json (transformers 4.x / 5.x names).
+_PLAIN_FAST_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
 _TINY_FORMAT = "mcpv-tiny-bpe-v3"  # bump when the training recipe changes, to invalidate caches
 # Text of the chat scaffold that every sample contains but task corpora do not (role names, the blank
 # line of the think block): weighted so BPE gives each a single token.
@@ -59,6 +61,9 @@ def load_tokenizer(directory: str | os.PathLike) -> PreTrainedTokenizerBase:
     directory = Path(directory)
     config_file = directory / "tokenizer_config.json"
     config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    if config.get("tokenizer_class") in _PLAIN_FAST_CLASSES and (directory / "tokenizer.json").exists():
+        # What tiny_tokenizer saves; AutoTokenizer would also read (and warn about) a model config.json beside it.
+        return PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
     if "auto_map" not in config and config.get("tokenizer_class"):
         from transformers import AutoTokenizer
         return AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from blocks.resampler.perceiver import check_packed_layout
+from blocks.batch import check_packed_layout
 
 
 class MLPProjector(nn.Module):

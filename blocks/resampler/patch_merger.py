@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from blocks.resampler.perceiver import check_packed_layout
+from blocks.batch import check_packed_layout
 
 SPATIAL = 2   # patches merged along each grid axis
 TEMPORAL = 2  # consecutive frames merged

@@ -22,7 +22,8 @@ def _train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 def test_full_scale_on_a_cpu_machine_stops_at_once_with_what_it_needs(tmp_path):
-    done = _train("+assembly=mcpv45", f"hydra.run.dir={tmp_path}", "trainer.accelerator=cpu", timeout=120)
+    inputs = [f"paths.{name}={tmp_path}" for name in ("siglip_dir", "qwen3_dir", "tokenizer_dir")]
+    done = _train("+assembly=mcpv45", *inputs, f"hydra.run.dir={tmp_path}", "trainer.accelerator=cpu", timeout=120)
     assert done.returncode != 0
     message = done.stdout + done.stderr
     assert "8,695,895,280 parameters" in message and "GiB" in message and "scale=tiny" in message
@@ -53,6 +54,18 @@ def test_tiny_pipeline_runs_every_stage_exports_and_plots(tmp_path):
     assert [s["stage"] for s in metrics["stages"]] == ["stage0", "stage1", "stage2", "stage3", "sft", "sft_long_cot"]
     assert 0.0 <= metrics["val/acc"] <= 1.0 and metrics["tokens_per_sample"] > 16
     assert (tmp_path / "export" / "config.json").is_file() and (tmp_path / "curves.png").is_file()
+    # Generated answers in both modes after every LLM stage, beside the teacher-forced numbers.
+    assert metrics["figures_from"] == "sft_long_cot" and 0.0 <= metrics["gen/short/acc"] <= 1.0
+    assert set(metrics["peak_memory_mb_by_stage"]) == {s["stage"] for s in metrics["stages"]}
+    assert metrics["samples_per_s"] > 0 and metrics["wall_seconds"] > 0
+    assert (tmp_path / "sft" / "predictions.jsonl").is_file() and not (tmp_path / "stage0" / "predictions.jsonl").exists()
+    # Each stage says what it trains on; the long-CoT stage names its new thinking-mode data.
+    assert "data no earlier stage trained on: videos_cot (videos, reasoning=True)" in done.stdout
+    # The stage tables also go to the log file; Lightning's per-trainer tips and notices do not repeat.
+    log = (tmp_path / "train.log").read_text()
+    assert all(f"== {stage}: 2 steps" in log for stage in ("stage0", "sft_long_cot"))
+    output = done.stdout + done.stderr
+    assert "litlogger" not in output and "transfer_batch_to_device" not in output and "GPU available" not in output
 
 
 @pytest.mark.slow
@@ -67,7 +80,8 @@ def test_resampler_sweep_writes_a_summary(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_with_two_cpu_processes(tmp_path):
-    done = _train(*FAST, "pipeline.stages=[stage1,stage3]", "trainer=ddp_cpu", f"hydra.run.dir={tmp_path}",
+    done = _train(*FAST, "pipeline.stages=[stage1,stage3]", "stages.stage1.init_from=none", "trainer=ddp_cpu",
+                  f"hydra.run.dir={tmp_path}",
                   "pipeline.export=false")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MEMBER: 1/2" in done.stderr + done.stdout  # Lightning's rank-0 line for a world of 2

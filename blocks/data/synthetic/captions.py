@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 from blocks.data.record import Record
 from blocks.data.synthetic.base import SyntheticCorpus
-from blocks.data.synthetic.shapes import COLOURS, SHAPES, Shape, canvas, draw_shapes, place, scatter, scene_radius
+from blocks.data.synthetic.shapes import (COLOURS, SHAPES, Shape, canvas, draw_shapes, place, scatter, scene_radius,
+                                           shape_meta)
 
 QUESTIONS = ("Describe the image.", "Write a short caption.", "What is in the picture?")
 DENSE_QUESTIONS = ("Describe every object and where it is.", "List the shapes and their places.")
@@ -40,7 +41,8 @@ def dense_caption_of(shapes: list[Shape], size: int) -> str:
 
 
 class CaptionCorpus(SyntheticCorpus):
-    """Tasks ``caption`` and ``dense_caption``; the answer is the full caption.
+    """Tasks ``caption`` and ``dense_caption``; the answer is the full caption; ``meta["shapes"]``
+    lists the objects as in scene records, the ground truth claims are checked against.
 
     Two ``caption`` objects sit in opposite halves, so "left one first" is never ambiguous.
     """
@@ -60,7 +62,7 @@ class CaptionCorpus(SyntheticCorpus):
             specs = [(rng.choice(SHAPES), rng.choice(list(COLOURS))) for _ in range(rng.randint(1, MAX_DENSE_OBJECTS))]
             shapes = scatter(rng, s, specs, scene_radius(s))
             return self._image_record(record_id, task, draw_shapes(canvas(s), shapes), rng.choice(DENSE_QUESTIONS),
-                                      dense_caption_of(shapes, s))
+                                      dense_caption_of(shapes, s), shape_meta(shapes))
         n = rng.randint(1, 2)
         halves = [(0.0, s)] if n == 1 else [(0.0, s / 2), (s / 2, s)]
         shapes: list[Shape] = []
@@ -70,4 +72,4 @@ class CaptionCorpus(SyntheticCorpus):
             shapes.append(Shape(rng.choice(SHAPES), rng.choice(list(COLOURS)), x, y, r))
         image = draw_shapes(canvas(s), shapes)
         answer = caption_of(shapes)
-        return self._image_record(record_id, task, image, rng.choice(QUESTIONS), answer)
+        return self._image_record(record_id, task, image, rng.choice(QUESTIONS), answer, shape_meta(shapes))

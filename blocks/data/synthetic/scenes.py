@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from blocks.data.record import Record
 from blocks.data.synthetic.base import SyntheticCorpus
 from blocks.data.synthetic.captions import place_name
-from blocks.data.synthetic.shapes import COLOURS, SHAPES, Shape, canvas, draw_shapes, place, scatter, scene_radius
+from blocks.data.synthetic.shapes import (COLOURS, SHAPES, Shape, canvas, draw_shapes, place, scatter, scene_radius,
+                                           shape_meta)
 
 MAX_COUNT = 6
 POSITIONS = ("left", "right", "top", "bottom")
@@ -65,8 +66,7 @@ class SceneCorpus(SyntheticCorpus):
             shapes = [first] + scatter(rng, self.image_size, self._distractors(rng, target), self.radius, [first])
             question = rng.choice(POSITION_QUESTIONS).format(kind=target)
         image = draw_shapes(canvas(self.image_size), shapes)
-        return self._image_record(record_id, task, image, question, answer,
-                                  {"shapes": [(s.kind, s.colour, round(s.x), round(s.y)) for s in shapes]})
+        return self._image_record(record_id, task, image, question, answer, shape_meta(shapes))
 
     def _reasoning(self, record: Record) -> str:
         """One line per shape from left to right with its place on the 3 x 3 grid of the dense captions

@@ -44,6 +44,11 @@ class Shape:
         return f"{self.colour} {self.kind}"
 
 
+def shape_meta(shapes: list[Shape]) -> dict[str, list[tuple[str, str, int, int]]]:
+    """A record's ground truth: ``{"shapes": [(kind, colour, x, y), ...]}``, centres rounded to pixels."""
+    return {"shapes": [(s.kind, s.colour, round(s.x), round(s.y)) for s in shapes]}
+
+
 def canvas(size: int) -> Image.Image:
     """An empty ``size`` x ``size`` RGB image."""
     return Image.new("RGB", (size, size), BACKGROUND)

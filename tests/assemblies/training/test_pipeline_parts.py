@@ -1,4 +1,4 @@
-"""Pipeline parts: capacity check, compute threads, safetensors weights in/out, sweep summary."""
+"""Pipeline parts: capacity check, compute threads, safetensors weights in/out, sweep summary, reports."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from assemblies.presets import mcpv45_tiny
+from assemblies.presets import compose_config, mcpv45_tiny
+from assemblies.training.config import pipeline_stages
 from assemblies.training.pipeline import check_capacity, compute_threads
 from assemblies.training.sweep import summarise
 from assemblies.training.weights import load_weights, save_weights
-from tests.assemblies.training.conftest import compose_train
 
 
 def test_full_scale_on_this_machine_stops_at_once_saying_what_it_needs(monkeypatch):
-    cfg = compose_train(["+assembly=mcpv45"])
+    cfg = compose_config(["+assembly=mcpv45"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match=r"8,695,895,280 parameters.*GiB.*trainer=fsdp"):
-        check_capacity(cfg.model, cfg.trainer, [cfg.stages[name] for name in cfg.pipeline.stages])
+        check_capacity(cfg.model, cfg.trainer, pipeline_stages(cfg))
 
 
 def test_compute_threads_leave_a_core_per_data_worker_and_are_restored():
@@ -61,13 +61,21 @@ def test_weights_that_do_not_fit_are_refused_with_names(tmp_path):
         load_weights(model, tmp_path / "missing")
 
 
-def test_sweep_summary_table_and_plot(tmp_path):
+def test_sweep_summary_compares_accuracy_with_chance_samples_per_s_wall_time_and_memory(tmp_path):
     for job, (resampler, seed, acc) in enumerate([("resampler3d", 0, 0.9), ("mlp", 0, 0.5), ("mlp", 1, 0.7)]):
         (tmp_path / str(job)).mkdir()
         (tmp_path / str(job) / "metrics.json").write_text(json.dumps({
-            "val/acc": acc, "tokens_per_sample": 80.0, "tokens_per_s": 1000.0, "peak_memory_mb": 500.0,
+            "figures_from": "stage3", "wall_seconds": 52.0 + job, "samples_per_s": 40.0, "tokens_per_sample": 80.0,
+            "peak_memory_mb": 500.0, "peak_memory_stage": "stage3", "peak_memory_method": "process RSS sampled",
+            "gen/short/acc": acc, "gen/long/acc": 0.1, "val/acc": acc, "gen/short/digit/acc": acc,
+            "val/digit/acc": 0.2, "chance/digit": 0.1, "val/scene_count/acc": 0.3, "chance/scene_count": 1 / 6,
             "overrides": ["+assembly=mcpv45", "scale=tiny", f"resampler={resampler}", f"seed={seed}"]}))
     table, plot = summarise(tmp_path)
-    assert "| resampler=mlp seed=1 | 0.700 | 80 | 1000 | 500 |" in table
+    header = table.splitlines()[0]
+    assert "samples/s" in header and "wall s" in header and "peak in" in header and "| tok/s |" not in header
+    assert header.endswith("| digit (chance 0.10) | scene_count (chance 0.17) |")
+    # The digit column is the generated answers' accuracy; scene_count only has the teacher-forced one.
+    assert "| resampler=mlp seed=1 | stage3 | 54 | 40.0 | 80 | 500 | stage3 | 0.700 | 0.100 | 0.700 | 0.700 | 0.300 |" \
+        in table
+    assert "each measured as process RSS sampled" in table
     assert plot.is_file() and plot.stat().st_size > 5000
-    assert (tmp_path / "summary.md").read_text().count("\n") == 5

@@ -9,7 +9,7 @@ from blocks.batch import Sample, collate
 from blocks.data.official_batch import official_batch
 from blocks.data.processor import MiniCPMVProcessor, ProcessorConfig
 from blocks.data.tokenizer import load_tokenizer
-from test_image_processing import golden_case, sha256_f32
+from golden_helpers import golden_case, sha256_f32
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +27,12 @@ def test_official_tokenizer_ids(official_tokenizer):
     assert len(tok) == 151748
 
 
-def run_case(golden_dir, tokenizer, k: int):
+def run_case(golden_dir, tokenizer, k: int, **changes):
     meta, _, images = golden_case(golden_dir, k)
     call, kwargs = meta["processor_call"], meta["chat_kwargs"]
-    config = ProcessorConfig(max_slice_nums=call["effective_max_slice_nums"],
-                             use_image_id=call["effective_use_image_id"],
-                             enable_thinking=kwargs.get("enable_thinking", False))
+    config = ProcessorConfig(**{"max_slice_nums": call["effective_max_slice_nums"],
+                                "use_image_id": call["effective_use_image_id"],
+                                "enable_thinking": kwargs.get("enable_thinking", False), **changes})
     pictures = [img for _, img in images]
     conversations = meta["messages"] if meta["batched"] else [meta["messages"]]
     chat_inputs = [[{"role": m["role"], "content": [item["text"] if item["type"] == "text" else pictures[item["index"]]
@@ -57,7 +57,7 @@ def test_golden_case(golden_dir, official_tokenizer, k):
         [[x["sha256"] for x in b] for b in meta["pixel_values"]]
     for sample, ids, text in zip(out["samples"], meta["unpadded_input_ids"], meta["expanded_texts"]):
         assert sample.input_ids.tolist() == ids
-        assert (sample.labels == -100).all()  # inference: no labels
+        assert sample.labels is None  # inference: no labels
         assert int(sample.group_sizes.sum()) == len(sample.tgt_sizes)
         assert official_tokenizer.decode(sample.input_ids) == text
 
@@ -87,3 +87,34 @@ def test_batch_left_padding_matches_collate(golden_dir, official_tokenizer):
     assert batch.image_bound[:, 1:].tolist() == [b for item in meta["image_bound"] for b in item]
     assert batch.attention_mask.sum(1).tolist() == [len(ids) for ids in meta["unpadded_input_ids"]]
     assert isinstance(out["samples"][0], Sample)
+
+
+def test_video_with_use_image_id_names_each_group_by_its_first_frame(golden_dir, official_tokenizer):
+    """The official processor's rule (get_slice_image_placeholder(size, i, ...) for every unskipped frame
+    tag i) applied to golden case 4: ids 0 and 3 before the two groups of three frames."""
+    meta, out = run_case(golden_dir, official_tokenizer, 4, use_image_id=True)
+    expected = meta["expanded_texts"][0].replace("<image>", "<image_id>0</image_id><image>", 1)
+    first_group_end = expected.index("</image>") + len("</image>")
+    expected = expected[:first_group_end] + expected[first_group_end:].replace(
+        "<image>", "<image_id>3</image_id><image>", 1)
+    sample = out["samples"][0]
+    assert official_tokenizer.decode(sample.input_ids) == expected
+    assert (sample.image_bound[:, 1] - sample.image_bound[:, 0]).tolist() == [64, 64]
+    # Our processor's own default for video is the model card's: no ids, whatever use_image_id says.
+    plain = MiniCPMVProcessor(official_tokenizer, ProcessorConfig(max_slice_nums=1, use_image_id=True))
+    assert official_tokenizer.decode(plain(_record_of_case4(golden_dir), mode="inference").input_ids) == \
+        meta["expanded_texts"][0]
+
+
+def _record_of_case4(golden_dir):
+    from blocks.data.messages import record_from_messages
+    meta, _, images = golden_case(golden_dir, 4)
+    pictures = [img for _, img in images]
+    messages = [{"role": m["role"], "content": [item["text"] if item["type"] == "text" else pictures[item["index"]]
+                                                for item in m["content"]]} for m in meta["messages"]]
+    return record_from_messages(messages, temporal_ids=meta["processor_call"]["temporal_ids"])
+
+
+def test_official_batch_refuses_frames_the_official_processor_would_slice(golden_dir, official_tokenizer):
+    with pytest.raises(ValueError, match="would slice frames of size"):
+        run_case(golden_dir, official_tokenizer, 4, max_slice_nums=9, scale_resolution=28)  # 64x48 frames

@@ -121,7 +121,7 @@ def test_a_tiny_model_learns_to_think_in_a_few_dozen_steps():
     thinking = MiniCPMVProcessor(tokenizer, ProcessorConfig(**{**config.__dict__, "enable_thinking": True}))
     prompts = collate([thinking(r, mode="inference") for r in heldout], tokenizer.pad_token_id, padding_side="left")
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    completions = model.generate(prompts, max_new_tokens=64, eos_token_id=im_end, pad_token_id=tokenizer.pad_token_id)
-    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in completions.tolist()]
+    completions = model.generate(prompts, max_new_tokens=64, stop_token_ids=(im_end,), tokenizer=tokenizer)
+    texts = [completion.text for completion in completions]
     well_formed = sum(parse_completion(text, "long").well_formed for text in texts)
     assert well_formed >= 0.6 * len(texts), texts[:3]
