@@ -88,7 +88,9 @@ def test_the_trace_is_trained_on_and_other_corpora_refuse_reasoning():
 @pytest.mark.slow
 def test_a_tiny_model_learns_to_think_in_a_few_dozen_steps():
     """Learnable traces: from random weights, 60 steps on thinking-mode samples bring the trace loss far
-    below uniform and greedy thinking-mode generation closes its think block and answers."""
+    below uniform, and greedy thinking-mode generation closes its think block and answers within 64 new
+    tokens on >= 90% of every corpus's held-out prompts. The traces before docs/thinking_mode.md's
+    rewrite (pixel coordinates, line and frame numbers) reach 29 of 48 here (long traces)."""
     import torch
 
     from assemblies.presets import mcpv45_tiny
@@ -99,7 +101,7 @@ def test_a_tiny_model_learns_to_think_in_a_few_dozen_steps():
     model = mcpv45_tiny()
     config = ProcessorConfig(max_slice_nums=1, scale_resolution=112, tokens_per_group=model.resampler.tokens_per_group)
     processor = MiniCPMVProcessor(tokenizer, config)
-    train = [processor(r) for name in REASONING for r in make_corpus(name, size=320, reasoning=True)]
+    train = [processor(r) for name in REASONING for r in make_corpus(name, size=480, reasoning=True)]
     heldout = [r for name in REASONING for r in make_corpus(name, size=16, split="heldout", reasoning=True)]
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
@@ -123,5 +125,7 @@ def test_a_tiny_model_learns_to_think_in_a_few_dozen_steps():
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     completions = model.generate(prompts, max_new_tokens=64, stop_token_ids=(im_end,), tokenizer=tokenizer)
     texts = [completion.text for completion in completions]
-    well_formed = sum(parse_completion(text, "long").well_formed for text in texts)
-    assert well_formed >= 0.6 * len(texts), texts[:3]
+    for i, name in enumerate(REASONING):
+        corpus_texts = texts[i * 16:(i + 1) * 16]
+        well_formed = sum(parse_completion(text, "long").well_formed for text in corpus_texts)
+        assert well_formed >= 0.9 * len(corpus_texts), (name, corpus_texts[:3])
