@@ -1,0 +1,212 @@
+"""The RLAIF-V stage: DPO on preference pairs the policy makes from its own samples at stage start.
+
+At the start of the stage (``build_preferences``, cached in ``<stage>/preferences.json`` so a
+resumed stage reuses them): prompts are drawn from the stage's ``data.mix``, N responses sampled per
+prompt, claims checked against the scenes' ground truth, pairs built, reference log-probs computed
+with the stage-start weights, and the held-out contradiction rate measured (greedy). Each step
+then trains sigmoid DPO on ``batch_size`` pairs; at the end the held-out rate is measured again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
+
+from assemblies.training.datamodule import MultimodalDataModule
+from assemblies.training.module import MLLMModule
+from assemblies.training.preferences import (Preference, PreferenceSet, contradictions, pair_logprobs,
+                                             process_prompts, sample_preferences)
+from assemblies.training.sampling import MixtureBatchSampler
+from blocks.batch import MultimodalBatch, Sample, collate
+from blocks.data.record import Record
+from blocks.generation import GenerationConfig
+from blocks.rl import dpo_loss
+
+log = logging.getLogger(__name__)
+PREFERENCES_FILE = "preferences.json"
+
+
+@dataclass
+class DpoObjective:
+    """The settings of a DPO stage (``objective:`` of ``conf/stage/rlaif_dpo.yaml``); pairs per step are
+    the stage's ``batch_size``, prompts come from its ``data.mix``.
+
+    Args:
+        beta, length_normalise, sft_weight: of ``blocks.rl.dpo_loss`` (paper: beta 0.1).
+        mode: the mode responses are sampled in (``short`` / ``long``).
+        prompts: prompts sampled at stage start; samples_per_prompt: N responses each.
+        temperature, max_new_tokens: of the sampling (the same for every response: deconfounded).
+        pairs_per_prompt, min_gap, max_word_gap: of ``blocks.rl.build_pairs``.
+        heldout_prompts: held-out prompts whose greedy descriptions are checked before and after.
+    """
+
+    beta: float = 0.1
+    length_normalise: bool = False
+    sft_weight: float = 0.0
+    mode: str = "short"
+    prompts: int = 512
+    samples_per_prompt: int = 8
+    temperature: float = 1.0
+    max_new_tokens: int = 512
+    pairs_per_prompt: int = 2
+    min_gap: int = 1
+    max_word_gap: int | None = None
+    heldout_prompts: int = 128
+
+    def sampling(self, ids: Mapping, seed: int) -> GenerationConfig:
+        return GenerationConfig(**ids, do_sample=True, temperature=self.temperature, num_samples=self.samples_per_prompt,
+                                seed=seed, max_new_tokens=self.max_new_tokens)
+
+    def greedy(self, ids: Mapping) -> GenerationConfig:
+        return GenerationConfig(**ids, max_new_tokens=self.max_new_tokens)
+
+
+def draw_records(corpora: Mapping[str, Callable], mix: Mapping[str, float], split: str, count: int,
+                 seed: int) -> list[Record]:
+    """``count`` records of ``split`` drawn from the ``mix`` corpora by weight (one mixture batch)."""
+    sources = ConcatDataset([corpora[name](split=split, size=max(count, 1), seed=seed) for name in mix])
+    sampler = MixtureBatchSampler([len(d) for d in sources.datasets], list(mix.values()), count, 1, seed=seed)
+    return [sources[i] for i in sampler.batch(0)]
+
+
+def build_preferences(objective: DpoObjective, model, corpora: Mapping[str, Callable], mix: Mapping[str, float],
+                      process: Callable[[Record], Sample], tokenizer, ids: Mapping, stage_dir: Path,
+                      seed: int) -> tuple[PreferenceSet, list[Sample], Callable]:
+    """(the pairs, the prompt samples they index, ``measure(model) -> held-out contradiction stats``).
+
+    The pairs and the "before" measurement are made once, with the weights the stage starts from, and
+    read back from ``stage_dir/preferences.json`` when it exists (a resumed stage).
+    """
+    records = draw_records(corpora, mix, "train", objective.prompts, seed)
+    kept, samples = process_prompts(records, process)
+    records = [records[i] for i in kept]
+    heldout = draw_records(corpora, mix, "heldout", objective.heldout_prompts, seed)
+
+    def measure(policy) -> dict[str, float]:
+        return contradictions(policy, heldout, process, tokenizer, objective.greedy(ids), objective.mode)
+
+    cache = stage_dir / PREFERENCES_FILE
+    if cache.is_file():
+        log.info("DPO: reusing the pairs of %s", cache)
+        return PreferenceSet.load(cache), samples, measure
+    preferences = sample_preferences(model, records, samples, objective.sampling(ids, seed), tokenizer,
+                                     objective.mode, max_pairs=objective.pairs_per_prompt, min_gap=objective.min_gap,
+                                     max_word_gap=objective.max_word_gap)
+    preferences.stats["skipped_prompts"] = objective.prompts - len(kept)
+    preferences.stats["heldout_before"] = measure(model)
+    if not preferences.pairs:
+        raise RuntimeError(f"DPO: no preference pair among {objective.samples_per_prompt} responses to "
+                           f"{len(samples)} prompts ({preferences.stats}); sample more prompts or responses")
+    preferences.save(cache)
+    return preferences, samples, measure
+
+
+@dataclass
+class PairBatch:
+    """``batch``: the pairs' prompts (left padded, row p = pair p); ``pairs``: chosen / rejected and references."""
+
+    batch: MultimodalBatch
+    pairs: list[Preference]
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch.batch_size
+
+    @property
+    def attention_mask(self) -> Tensor:
+        return self.batch.attention_mask
+
+    def to(self, device) -> "PairBatch":
+        return PairBatch(self.batch.to(device), self.pairs)
+
+
+class _Pairs(Dataset):
+    def __init__(self, pairs: Sequence[Preference], prompts: Sequence[Sample]) -> None:
+        self.pairs, self.prompts = pairs, prompts
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[Sample, Preference]:
+        return self.prompts[self.pairs[index].record], self.pairs[index]
+
+
+class _PairSampler(Sampler[list[int]]):
+    """Step ``s`` draws ``batch_size`` distinct pairs from ``rng(seed, s)``: a resumed stage draws the same."""
+
+    def __init__(self, pairs: int, batch_size: int, num_batches: int, seed: int, start_step: int) -> None:
+        self.pairs, self.batch_size, self.num_batches = pairs, min(batch_size, pairs), num_batches
+        self.seed, self.start_step = seed, start_step
+
+    def __iter__(self):
+        for step in range(self.start_step, self.num_batches):
+            rng = np.random.default_rng([self.seed, step])
+            yield rng.choice(self.pairs, size=self.batch_size, replace=False).tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.num_batches - self.start_step)
+
+
+class PreferenceDataModule(MultimodalDataModule):
+    """Training batches of preference pairs (``PairBatch``); held-out sets as in ``MultimodalDataModule``."""
+
+    def __init__(self, *args, preferences: PreferenceSet, prompts: Sequence[Sample], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.preferences, self.prompts = preferences, list(prompts)
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self._heldout_sets:
+            self._build_heldout()
+
+    def train_dataloader(self) -> DataLoader:
+        start = self.trainer.global_step if self.trainer else 0
+        sampler = _PairSampler(len(self.preferences.pairs), self.batch_size, self.num_batches, self.seed, start)
+        pad = self.pad_id
+        return DataLoader(_Pairs(self.preferences.pairs, self.prompts), batch_sampler=sampler,
+                          collate_fn=lambda items: PairBatch(collate([s for s, _ in items], pad, padding_side="left"),
+                                                             [p for _, p in items]))
+
+
+class DpoModule(MLLMModule):
+    """Sigmoid DPO over the assembly; held-out evaluation, optimisers and RNG resume are ``MLLMModule``'s.
+
+    Extra args:
+        objective: the stage's ``DpoObjective``.
+        pad_id: padding id of completions.
+        measure: ``measure(model)`` -> held-out contradiction stats, run when training ends.
+        before: the same stats measured at stage start (reported beside the end's).
+    """
+
+    def __init__(self, *args, objective: DpoObjective, pad_id: int, measure: Callable | None = None,
+                 before: Mapping | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.objective, self.pad_id, self.measure = objective, pad_id, measure
+        self.stage_metrics: dict = {"heldout_before": dict(before or {})}
+
+    def transfer_batch_to_device(self, batch: PairBatch, device: torch.device, dataloader_idx: int):
+        return batch.to(device)
+
+    def training_step(self, batch: PairBatch, batch_idx: int) -> Tensor:
+        sums, counts = pair_logprobs(self.model, batch.batch, batch.pairs, self.pad_id)
+        reference = torch.tensor([[p.reference_chosen, p.reference_rejected] for p in batch.pairs], device=sums.device)
+        o = self.objective
+        out = dpo_loss(sums[0::2], sums[1::2], reference[:, 0], reference[:, 1], beta=o.beta,
+                       chosen_tokens=counts[0::2], rejected_tokens=counts[1::2], length_normalise=o.length_normalise,
+                       sft_weight=o.sft_weight)
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch.batch_size)
+        self.log_dict({f"dpo/{k}": float(v) for k, v in out.stats.items()}, batch_size=batch.batch_size)
+        return out.loss
+
+    def on_train_end(self) -> None:
+        super().on_train_end()
+        if self.measure is not None:
+            self.stage_metrics["heldout_after"] = self.measure(self.model)
+            log.info("DPO held-out contradictions: before %s, after %s", self.stage_metrics["heldout_before"],
+                     self.stage_metrics["heldout_after"])
