@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
+from assemblies.training.config import resolve_target
 from assemblies.training.datamodule import MultimodalDataModule
 from assemblies.training.module import MLLMModule
 from assemblies.training.preferences import (Preference, PreferenceSet, contradictions, pair_logprobs,
@@ -45,6 +46,8 @@ class DpoObjective:
         temperature, max_new_tokens: of the sampling (the same for every response: deconfounded).
         pairs_per_prompt, min_gap, max_word_gap: of ``blocks.rl.build_pairs``.
         heldout_prompts: held-out prompts whose greedy descriptions are checked before and after.
+        checker: dotted path of ``record -> ResponseChecker`` (the slot; default: the built-in scenes'
+            ground truth, ``blocks.rl.scene_checker``).
     """
 
     beta: float = 0.1
@@ -59,6 +62,7 @@ class DpoObjective:
     min_gap: int = 1
     max_word_gap: int | None = None
     heldout_prompts: int = 128
+    checker: str = "blocks.rl.scene_checker"
 
     def sampling(self, ids: Mapping, seed: int) -> GenerationConfig:
         return GenerationConfig(**ids, do_sample=True, temperature=self.temperature, num_samples=self.samples_per_prompt,
@@ -89,21 +93,23 @@ def build_preferences(objective: DpoObjective, model, corpora: Mapping[str, Call
     records = [records[i] for i in kept]
     heldout = draw_records(corpora, mix, "heldout", objective.heldout_prompts, seed)
 
+    checker = resolve_target(objective.checker)
+
     def measure(policy) -> dict[str, float]:
-        return contradictions(policy, heldout, process, tokenizer, objective.greedy(ids), objective.mode)
+        return contradictions(policy, heldout, process, tokenizer, objective.greedy(ids), objective.mode, checker)
 
     cache = stage_dir / PREFERENCES_FILE
     if cache.is_file():
         log.info("DPO: reusing the pairs of %s", cache)
         return PreferenceSet.load(cache), samples, measure
     preferences = sample_preferences(model, records, samples, objective.sampling(ids, seed), tokenizer,
-                                     objective.mode, max_pairs=objective.pairs_per_prompt, min_gap=objective.min_gap,
+                                     objective.mode, checker, max_pairs=objective.pairs_per_prompt, min_gap=objective.min_gap,
                                      max_word_gap=objective.max_word_gap)
     preferences.stats["skipped_prompts"] = objective.prompts - len(kept)
     preferences.stats["heldout_before"] = measure(model)
     if not preferences.pairs:
-        raise RuntimeError(f"DPO: no preference pair among {objective.samples_per_prompt} responses to "
-                           f"{len(samples)} prompts ({preferences.stats}); sample more prompts or responses")
+        log.warning("DPO: no preference pair among %d responses to each of %d prompts (%s): nothing to train on",
+                    objective.samples_per_prompt, len(samples), preferences.stats)
     preferences.save(cache)
     return preferences, samples, measure
 
@@ -160,6 +166,11 @@ class PreferenceDataModule(MultimodalDataModule):
     def __init__(self, *args, preferences: PreferenceSet, prompts: Sequence[Sample], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.preferences, self.prompts = preferences, list(prompts)
+
+    @property
+    def empty(self) -> bool:
+        """No pair to train on (the stage then passes the weights through unchanged)."""
+        return not self.preferences.pairs
 
     def setup(self, stage: str | None = None) -> None:
         if not self._heldout_sets:

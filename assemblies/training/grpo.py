@@ -195,7 +195,7 @@ class GrpoModule(MLLMModule):
                                           clip_low=o.clip_low, clip_high=o.clip_high, aggregation=o.aggregation,
                                           sample_mask=keep[rows], max_length=max(o.max_new_tokens.values()),
                                           denominator=denominator)
-                if bool(keep[rows].any()):
+                if bool(keep[rows].any()) or self.trainer.world_size > 1:  # every rank backpropagates under DDP
                     self.manual_backward(out.loss)
                 # Means over the updates; a statistic of active tokens weighs by this chunk's share of them.
                 share = float((rows_mask & keep[rows, None]).sum()) / max(float(active), 1.0) / o.updates_per_batch

@@ -215,10 +215,14 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     last = stage_dir / "checkpoints" / "last.ckpt"
     resume = str(last) if cfg.pipeline.resume and last.is_file() else None
     started = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    empty = getattr(data, "empty", False)  # a DPO stage whose samples gave no pair: the weights pass through
+    if empty:
+        log.warning("stage %s has nothing to train on; its weights are the previous stage's", stage.name)
+    else:
+        trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - started
     steps = trainer.global_step // steps_per_batch
-    finished = steps >= int(stage.max_steps)
+    finished = steps >= int(stage.max_steps) or empty
     heldout = trainer.validate(module, datamodule=data, verbose=False)[0] if finished or not stop else {}
     if stage.lora:
         merge_lora(model)

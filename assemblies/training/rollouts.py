@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from transformers import DynamicCache
 
 from blocks.batch import MultimodalBatch, position_ids_from_mask, select_rows
 from blocks.generation import Completion, GenerationConfig
+from blocks.generation.engine import cache_keyword
 from blocks.rl import (Rollout, mean_token_probability, probability_reward, rlpr_applies, rlpr_contexts, token_entropy,
                       token_logprobs)
 from blocks.rl.rlpr import RlprContexts
@@ -85,21 +87,36 @@ def policy_logprobs(model: nn.Module, batch: MultimodalBatch, group_size: int, c
                     completion_mask: Tensor, with_entropy: bool = False) -> PolicyScores:
     """Log-probs of completions [B = P * group_size, T_c] after the P left-padded prompts of ``batch``.
 
-    The prompts are embedded once and repeated ``group_size`` times; the LLM keeps logits only on the
-    positions that predict completion tokens.
+    Each prompt is embedded once (vision tower and resampler once per prompt). Its LLM prefill runs
+    once too: the prompt's KV cache, which carries gradients, is repeated for its ``group_size``
+    completions and only their tokens go through the LLM again (with activation checkpointing on,
+    which drops caches, the prompt is repeated and the whole sequence forwarded instead). Logits are
+    kept only on the positions that predict completion tokens.
     """
     prompts = model.embed(batch)                                            # [P, T_p, D]
-    rows = prompts.shape[0] * group_size
-    if completion_ids.shape[0] != rows:
+    if completion_ids.shape[0] != prompts.shape[0] * group_size:
         raise ValueError(f"{completion_ids.shape[0]} completions for {prompts.shape[0]} prompts x {group_size}")
     completion_ids = completion_ids.to(prompts.device)
     completion_mask = completion_mask.to(prompts.device)
-    embeds = torch.cat([prompts.repeat_interleave(group_size, 0),
-                        model.llm.get_input_embeddings()(completion_ids).to(prompts.dtype)], 1)
-    mask = torch.cat([batch.attention_mask.repeat_interleave(group_size, 0), completion_mask], 1).long()
-    width = completion_ids.shape[1]
-    logits = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask),
-                       use_cache=False, logits_to_keep=width + 1).logits[:, :-1]  # position i predicts i + 1
+    completions = model.llm.get_input_embeddings()(completion_ids).to(prompts.dtype)
+    prompt_mask = batch.attention_mask.long()
+    mask = torch.cat([prompt_mask.repeat_interleave(group_size, 0), completion_mask.long()], 1)
+    if getattr(model.llm, "is_activation_checkpointing", False):
+        embeds = torch.cat([prompts.repeat_interleave(group_size, 0), completions], 1)
+        logits = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                           use_cache=False, logits_to_keep=completion_ids.shape[1] + 1).logits[:, :-1]
+    else:
+        cache = DynamicCache()
+        first = model.llm(inputs_embeds=prompts, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
+                          use_cache=True, logits_to_keep=1, **{cache_keyword(model.llm): cache}).logits
+        cache.batch_repeat_interleave(group_size)
+        positions = prompt_mask.sum(1, keepdim=True).repeat_interleave(group_size, 0) + \
+            torch.arange(completion_ids.shape[1], device=prompts.device)
+        logits = first.repeat_interleave(group_size, 0)                      # predicts completion token 0
+        if completion_ids.shape[1] > 1:                                      # token i predicts token i + 1
+            rest = model.llm(inputs_embeds=completions[:, :-1], attention_mask=mask[:, :-1],
+                             position_ids=positions[:, :-1], use_cache=True, **{cache_keyword(model.llm): cache}).logits
+            logits = torch.cat([logits, rest], 1)
     logprobs = token_logprobs(logits, completion_ids, completion_mask)
     entropy = token_entropy(logits) if with_entropy else None
     return PolicyScores(logprobs, entropy)
