@@ -46,6 +46,7 @@ class DpoObjective:
         temperature, max_new_tokens: of the sampling (the same for every response: deconfounded).
         pairs_per_prompt, min_gap, max_word_gap: of ``blocks.rl.build_pairs``.
         heldout_prompts: held-out prompts whose greedy descriptions are checked before and after.
+        chunk_prompts: prompts per engine call while sampling (bounds the KV cache).
         checker: dotted path of ``record -> ResponseChecker`` (the slot; default: the built-in scenes'
             ground truth, ``blocks.rl.scene_checker``).
     """
@@ -62,6 +63,7 @@ class DpoObjective:
     min_gap: int = 1
     max_word_gap: int | None = None
     heldout_prompts: int = 128
+    chunk_prompts: int = 64
     checker: str = "blocks.rl.scene_checker"
 
     def sampling(self, ids: Mapping, seed: int) -> GenerationConfig:
@@ -96,14 +98,16 @@ def build_preferences(objective: DpoObjective, model, corpora: Mapping[str, Call
     checker = resolve_target(objective.checker)
 
     def measure(policy) -> dict[str, float]:
-        return contradictions(policy, heldout, process, tokenizer, objective.greedy(ids), objective.mode, checker)
+        return contradictions(policy, heldout, process, tokenizer, objective.greedy(ids), objective.mode, checker,
+                              objective.chunk_prompts)
 
     cache = stage_dir / PREFERENCES_FILE
     if cache.is_file():
         log.info("DPO: reusing the pairs of %s", cache)
         return PreferenceSet.load(cache), samples, measure
     preferences = sample_preferences(model, records, samples, objective.sampling(ids, seed), tokenizer,
-                                     objective.mode, checker, max_pairs=objective.pairs_per_prompt, min_gap=objective.min_gap,
+                                     objective.mode, checker, objective.chunk_prompts,
+                                     max_pairs=objective.pairs_per_prompt, min_gap=objective.min_gap,
                                      max_word_gap=objective.max_word_gap)
     preferences.stats["skipped_prompts"] = objective.prompts - len(kept)
     preferences.stats["heldout_before"] = measure(model)

@@ -97,11 +97,12 @@ def check(record: Record, text: str, mode: str, checker: Checker = scene_checker
 
 
 def contradictions(model: nn.Module, records: Sequence[Record], process: Callable[[Record], Sample], tokenizer,
-                   config: GenerationConfig, mode: str, checker: Checker = scene_checker) -> dict[str, float]:
+                   config: GenerationConfig, mode: str, checker: Checker = scene_checker,
+                   batch_prompts: int = 64) -> dict[str, float]:
     """Greedy descriptions of ``records`` checked against their scenes: ``contradiction_rate`` (rejected /
     decided claims), claims per response (accepted, rejected), responses."""
     kept, samples = process_prompts(records, process)
-    completions = generate_texts(model, samples, config, tokenizer)
+    completions = generate_texts(model, samples, config, tokenizer, batch_prompts)
     reports = [check(records[kept[c.prompt_index]], c.text, mode, checker) for c in completions]
     n = max(len(reports), 1)
     return {"contradiction_rate": contradiction_rate(reports), "responses": len(reports),
@@ -135,10 +136,11 @@ def pair_logprobs(model: nn.Module, batch: MultimodalBatch, pairs: Sequence[Pref
 
 
 def sample_preferences(model: nn.Module, records: Sequence[Record], samples: Sequence[Sample], config: GenerationConfig,
-                       tokenizer, mode: str, checker: Checker = scene_checker, **pair_options) -> PreferenceSet:
+                       tokenizer, mode: str, checker: Checker = scene_checker, batch_prompts: int = 64,
+                       **pair_options) -> PreferenceSet:
     """Pairs among ``config.num_samples`` responses per prompt (``samples[i]`` is ``records[i]``'s prompt),
-    with reference log-probs; ``pair_options`` go to ``blocks.rl.build_pairs``."""
-    completions = generate_texts(model, samples, config, tokenizer)
+    with reference log-probs; ``batch_prompts`` per engine call; ``pair_options`` go to ``blocks.rl.build_pairs``."""
+    completions = generate_texts(model, samples, config, tokenizer, batch_prompts)
     n = config.num_samples
     pairs, reports_all, unchecked = [], [], 0
     for p in range(len(samples)):

@@ -1,0 +1,85 @@
+"""The RL stages through the pipeline: GRPO learns a reward, DPO learns its pairs, both resume exactly."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import tests.assemblies.training.rl_helpers  # noqa: F401 -- registers the test reward
+from assemblies.training.pipeline import train
+
+# A random tiny model, 4-8 prompts a step, two-token answers, a reward it can learn from scratch.
+GRPO = ["pipeline.stages=[rl_hybrid]", "stages.rl_hybrid.init_from=none", "stages.rl_hybrid.batch_size=4",
+        "~stages.rl_hybrid.data.mix", "+stages.rl_hybrid.data.mix={digits: 0.5, scenes: 0.5}",
+        "~stages.rl_hybrid.objective.rewards", "+stages.rl_hybrid.objective.rewards={test_vowel_start: {}}",
+        "stages.rl_hybrid.objective.samples_per_prompt=8", "stages.rl_hybrid.objective.max_new_tokens={short: 2, long: 2}",
+        "stages.rl_hybrid.objective.mask_truncated=false", "stages.rl_hybrid.trainable=[llm]",
+        "stages.rl_hybrid.lr={llm: 1e-2}", "pipeline.export=false", "data.heldout_size=2",
+        "callbacks.model_checkpoint.every_n_train_steps=1"]
+DPO = ["pipeline.stages=[rlaif_dpo]", "stages.rlaif_dpo.init_from=none", "stages.rlaif_dpo.batch_size=4",
+       "stages.rlaif_dpo.objective.checker=tests.assemblies.training.rl_helpers.vowel_checker",
+       "stages.rlaif_dpo.objective.prompts=6", "stages.rlaif_dpo.objective.samples_per_prompt=4",
+       "stages.rlaif_dpo.objective.max_new_tokens=6", "stages.rlaif_dpo.objective.heldout_prompts=3",
+       "stages.rlaif_dpo.trainable=[llm]", "stages.rlaif_dpo.lr={llm: 1e-3}", "pipeline.export=false",
+       "data.heldout_size=2", "callbacks.model_checkpoint.every_n_train_steps=1"]
+
+
+def logged(stage_dir, key: str) -> list[float]:
+    rows = [row for path in sorted(stage_dir.glob("csv/*/metrics.csv")) for row in csv.DictReader(path.open())]
+    return [float(row[key]) for row in rows if row.get(key) not in (None, "")]
+
+
+@pytest.mark.slow
+def test_grpo_stage_raises_its_reward_and_logs_per_mode(fast_cfg, tmp_path):
+    train(fast_cfg(*GRPO, "stages.rl_hybrid.max_steps=12", "stages.rl_hybrid.batch_size=8"))
+    stage = tmp_path / "rl_hybrid"
+    rewards = logged(stage, "train/reward")
+    assert len(rewards) == 12 and sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.15
+    for key in ("reward/test_vowel_start/short", "reward/test_vowel_start/long", "rollout/length/long",
+                "rollout/zero_variance_fraction", "rollout/truncated_ratio", "policy/clip_fraction_high",
+                "policy/entropy", "rollout/generated_tokens"):
+        assert logged(stage, key), key
+    assert logged(stage, "rollout/generated_tokens_total")[-1] == sum(logged(stage, "rollout/generated_tokens"))
+    assert json.loads((stage / "result.json").read_text())["steps"] == 12
+
+
+@pytest.mark.slow
+def test_rl_stage_stopped_and_resumed_equals_uninterrupted(fast_cfg, tmp_path):
+    # Two updates per rollout batch: the resumed stage restarts at the right prompt batch, and its
+    # rollouts draw the same samples (the engine's seeds follow the step).
+    common = [*GRPO, "stages.rl_hybrid.max_steps=4", "stages.rl_hybrid.objective.updates_per_batch=2"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(fast_cfg(*common, output_dir=straight))
+    train(fast_cfg(*common, "pipeline.stop_at_step=2", output_dir=resumed))
+    half = torch.load(resumed / "rl_hybrid" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert half["global_step"] == 4 and not (resumed / "rl_hybrid" / "model.safetensors").exists()
+    train(fast_cfg(*common, output_dir=resumed))
+    a = load_file(straight / "rl_hybrid" / "model.safetensors")
+    b = load_file(resumed / "rl_hybrid" / "model.safetensors")
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert not torch.equal(half["state_dict"]["model.llm.lm_head.weight"], b["llm.lm_head.weight"])
+    assert logged(straight / "rl_hybrid", "rollout/generated_tokens") == logged(resumed / "rl_hybrid",
+                                                                                "rollout/generated_tokens")
+
+
+@pytest.mark.slow
+def test_dpo_stage_learns_its_pairs_reports_contradictions_and_resumes(fast_cfg, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(fast_cfg(*DPO, "stages.rlaif_dpo.max_steps=6", output_dir=straight))
+    stage = straight / "rlaif_dpo"
+    result = json.loads((stage / "result.json").read_text())
+    assert result["preferences"]["pairs"] > 0 and result["preferences"]["responses"] == 24
+    for when in ("heldout_before", "heldout_after"):
+        assert 0 <= result[when]["contradiction_rate"] <= 1 and result[when]["responses"] == 3
+    margins = logged(stage, "dpo/margin")
+    assert margins[0] == pytest.approx(0.0, abs=1e-5) and margins[-1] > 0.05  # the policy starts as the reference
+    train(fast_cfg(*DPO, "stages.rlaif_dpo.max_steps=6", "pipeline.stop_at_step=3", output_dir=resumed))
+    pairs = (resumed / "rlaif_dpo" / "preferences.json").read_text()
+    train(fast_cfg(*DPO, "stages.rlaif_dpo.max_steps=6", output_dir=resumed))
+    assert (resumed / "rlaif_dpo" / "preferences.json").read_text() == pairs == (stage / "preferences.json").read_text()
+    a, b = load_file(stage / "model.safetensors"), load_file(resumed / "rlaif_dpo" / "model.safetensors")
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
