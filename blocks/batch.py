@@ -112,6 +112,9 @@ class MultimodalBatch:
     # (sample id, reason) of samples dropped while building this batch; travels from data-loader
     # workers to the main process so skips are counted, not lost.
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # A stand-in for a micro-batch whose samples were all skipped (``blocks.data.dataset.SkippingCollate``):
+    # trained with weight 0, so every data-parallel rank still joins the gradient collectives.
+    filler: bool = False
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "MultimodalBatch":
         """Move tensors to ``device``; ``dtype`` applies to the float pixel patches only."""

@@ -41,7 +41,7 @@ class Throughput(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch: MultimodalBatch | None,
                            batch_idx: int) -> None:
-        if batch is None:
+        if batch is None or batch.filler:
             return
         seconds = time.perf_counter() - self._started
         tokens = int(batch.attention_mask.sum())

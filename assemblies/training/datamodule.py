@@ -16,7 +16,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from assemblies.training.sampling import MixtureBatchSampler
 from blocks.batch import Sample
-from blocks.data.dataset import ProcessedDataset, SkippingCollate
+from blocks.data.dataset import ProcessedDataset, SkippingCollate, first_usable
 from blocks.data.processor import MiniCPMVProcessor, ProcessorConfig
 from blocks.data.record import Record
 
@@ -71,12 +71,16 @@ class MultimodalDataModule(LightningDataModule):
         self.chance: dict[str, float] = {}  # task -> chance accuracy, when the corpus declares it
         self._heldout_sets: list[Dataset] = []
         self._train: ConcatDataset | None = None
+        self._filler: Sample | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self._train is None:
-            self._train = ConcatDataset([ProcessedDataset(self.corpora[name](split="train", size=self.train_size,
-                                                                             seed=self.seed), self.process)
-                                         for name in self.mix])
+            datasets = [ProcessedDataset(self.corpora[name](split="train", size=self.train_size, seed=self.seed),
+                                         self.process) for name in self.mix]
+            # A corpus none of whose samples builds stops the run here, with the reasons; the first usable
+            # sample stands in, with weight 0, for a micro-batch whose samples were all skipped.
+            self._filler = [first_usable(dataset, name) for dataset, name in zip(datasets, self.mix)][0]
+            self._train = ConcatDataset(datasets)
         if self.max_tokens and self.corpus_tokens is None:
             self.corpus_tokens = [self._typical_tokens(d) for d in self._train.datasets]
         if not self._heldout_sets:
@@ -100,8 +104,8 @@ class MultimodalDataModule(LightningDataModule):
                 self.heldout_tasks.append(task)
                 self._heldout_sets.append(Subset(dataset, indices))
 
-    def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
-        return DataLoader(dataset, collate_fn=SkippingCollate(self.pad_id), num_workers=self.num_workers,
+    def _loader(self, dataset: Dataset, filler: Sample | None = None, **kwargs) -> DataLoader:
+        return DataLoader(dataset, collate_fn=SkippingCollate(self.pad_id, filler=filler), num_workers=self.num_workers,
                           persistent_workers=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
@@ -113,7 +117,7 @@ class MultimodalDataModule(LightningDataModule):
                                       rank=trainer.global_rank if trainer else 0,
                                       world_size=trainer.world_size if trainer else 1, start_step=start,
                                       max_tokens=self.max_tokens, corpus_tokens=self.corpus_tokens)
-        return self._loader(self._train, batch_sampler=sampler)
+        return self._loader(self._train, filler=self._filler, batch_sampler=sampler)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(d, batch_size=self.eval_batch_size, shuffle=False) for d in self._heldout_sets]

@@ -161,7 +161,7 @@ class _PairSampler(Sampler[list[int]]):
             yield rng.choice(self.pairs, size=self.batch_size, replace=False).tolist()
 
     def __len__(self) -> int:
-        return max(0, self.num_batches - self.start_step)
+        return self.num_batches  # the whole stage, also when resuming (as MixtureBatchSampler)
 
 
 class PreferenceDataModule(MultimodalDataModule):

@@ -58,6 +58,8 @@ class MLLMModule(LightningModule):
         if batch.batch_size == 0:  # every record of the batch was rejected: nothing to learn from
             return None
         out = self.model(batch)
+        if batch.filler:  # a stand-in for rejected records: weight 0, but every DDP rank joins the collectives
+            return out.loss * 0.0
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch.batch_size)
         return out.loss
 

@@ -27,6 +27,7 @@ from torch import nn
 from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training import report
 from assemblies.training.callbacks import Throughput
+from assemblies.training.checkpointing import AtomicCheckpointIO, atomic_path, resume_checkpoint
 from assemblies.training.config import (check_targets, instantiate, pipeline_stages, recipe_stages, resolve_precision,
                                         to_plain)
 from assemblies.training.contrastive_module import ContrastiveModule
@@ -204,6 +205,7 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     stop = cfg.pipeline.stop_at_step
     trainer = instantiate(cfg.trainer, _convert_="all", precision=resolve_precision(cfg.trainer.precision),
                           strategy=_strategy(cfg.trainer, model),
+                          plugins=[*(instantiate(cfg.trainer.plugins) or []), AtomicCheckpointIO()],
                           max_steps=(int(stop) if stop else int(stage.max_steps)) * steps_per_batch,
                           accumulate_grad_batches=accumulate,
                           # manual optimisation (RL) clips in the module: Lightning refuses gradient_clip_val there
@@ -212,8 +214,7 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
                           check_val_every_n_epoch=None if stage.val_every else 1,
                           callbacks=[throughput, *_callbacks(cfg, stage_dir)], logger=_loggers(cfg, stage_dir),
                           default_root_dir=str(stage_dir))
-    last = stage_dir / "checkpoints" / "last.ckpt"
-    resume = str(last) if cfg.pipeline.resume and last.is_file() else None
+    resume = resume_checkpoint(stage_dir / "checkpoints") if cfg.pipeline.resume else None
     started = time.perf_counter()
     empty = getattr(data, "empty", False)  # a DPO stage whose samples gave no pair: the weights pass through
     if empty:
@@ -232,7 +233,8 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
                                  trainable=frozen.trainable, steps=steps, finished=finished)
     result.update(getattr(module, "stage_metrics", {}))  # e.g. the DPO stage's held-out contradictions
     if trainer.is_global_zero:
-        (stage_dir / "result.json").write_text(json.dumps(result, indent=2))
+        with atomic_path(stage_dir / "result.json") as partial:  # a rerun trusts it: never half-written
+            partial.write_text(json.dumps(result, indent=2))
     trainer.strategy.barrier()  # other ranks wait until the stage's files exist
     return result
 

@@ -28,7 +28,7 @@ class MixtureBatchSampler(Sampler[list[int]]):
         num_batches: batches in the stage (the sampler's full length).
         seed: stage seed.
         rank, world_size: data-parallel position.
-        start_step: first batch to yield (resume).
+        start_step: first batch to yield (resume); ``len()`` stays ``num_batches``.
         max_tokens: padded-token budget per batch (None: exactly ``batch_size`` samples).
         corpus_tokens: typical tokens per sample of each corpus (needed with ``max_tokens``).
     """
@@ -71,4 +71,6 @@ class MixtureBatchSampler(Sampler[list[int]]):
         return (self.batch(step) for step in range(self.start_step, self.num_batches))
 
     def __len__(self) -> int:
-        return max(0, self.num_batches - self.start_step)
+        # The whole stage, also when resuming: Lightning's mid-epoch restart adds the batches already
+        # done to those it fetches, and would end the epoch early (then replay it) on a shorter length.
+        return self.num_batches

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from assemblies.checkpoints.files import checkpoint_files, names_per_file
+from assemblies.training.checkpointing import atomic_path
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
@@ -68,5 +69,6 @@ def save_weights(model: nn.Module, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    save_file(state, str(path))
+    with atomic_path(path) as partial:  # a kill mid-write leaves the previous file, not a truncated one
+        save_file(state, str(partial))
     return path

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -59,6 +59,13 @@ class ProcessedDataset(Dataset):
         return len(self.source)
 
     def __getitem__(self, index: int) -> Sample | Skip:
+        item = self.build(index)
+        if isinstance(item, Skip):
+            log.warning("skipping sample %s (%s): %s", item.sample_id, item.reason, item.message)
+        return item
+
+    def build(self, index: int) -> Sample | Skip:
+        """``self[index]`` without logging the skip."""
         sample_id = f"#{index}"
         try:
             record = self.source[index]
@@ -70,34 +77,54 @@ class ProcessedDataset(Dataset):
         except SampleError as error:
             if self.strict:
                 raise
-            skip = Skip(error.sample_id or error.where or sample_id, error.reason, str(error))
-            log.warning("skipping sample %s (%s): %s", skip.sample_id, skip.reason, skip.message)
+            return Skip(error.sample_id or error.where or sample_id, error.reason, str(error))
         except Exception as error:  # noqa: BLE001 - a bug must not kill a day-long run, but it is counted and logged
             if self.strict:
                 raise
-            skip = Skip(sample_id, f"unexpected {type(error).__name__}", f"{type(error).__name__}: {error}")
             log.exception("unexpected error building sample %s", sample_id)
-        return skip
+            return Skip(sample_id, f"unexpected {type(error).__name__}", f"{type(error).__name__}: {error}")
+
+
+def first_usable(dataset: ProcessedDataset, name: str) -> Sample:
+    """The first sample of ``dataset`` that builds; processing stops there, so good data costs one sample.
+
+    Raises:
+        SampleError: every sample is skipped (``no_samples``, with the table of reasons): a run stops
+            before its first step instead of training on nothing.
+    """
+    report = SkipReport()
+    for index in range(len(dataset)):
+        item = dataset.build(index)
+        if isinstance(item, Sample):
+            return item
+        report.add(item.sample_id, item.reason)
+    raise SampleError(f"no usable samples in corpus {name!r}: all {len(dataset)} were skipped\n{report.table()}",
+                      where=name, reason="no_samples")
 
 
 class SkippingCollate:
     """``collate_fn`` that drops ``Skip``s and records them in the batch.
 
-    A batch whose samples were all skipped comes out with batch size 0 (no text, no media) and only
-    ``skipped`` filled, so the skips are still counted; a training step should return early on it.
-    Picklable, so it works in DataLoader worker processes.
+    A batch whose samples were all skipped comes out as ``filler`` (one usable sample, e.g. from
+    ``first_usable``) marked ``MultimodalBatch.filler``, to be trained with weight 0 so that every
+    data-parallel rank still joins the gradient collectives; without a filler, with batch size 0 (no
+    text, no media). Either way ``skipped`` is filled, so the skips are still counted. Picklable, so it
+    works in DataLoader worker processes.
     """
 
     def __init__(self, pad_id: int, padding_side: str = "right", pad_to_multiple_of: int = 1,
-                 patch_dim: int = 3 * 14 * 14) -> None:
+                 patch_dim: int = 3 * 14 * 14, filler: Sample | None = None) -> None:
         self.pad_id, self.padding_side = pad_id, padding_side
-        self.pad_to_multiple_of, self.patch_dim = pad_to_multiple_of, patch_dim
+        self.pad_to_multiple_of, self.patch_dim, self.filler = pad_to_multiple_of, patch_dim, filler
 
     def __call__(self, items: Sequence[Sample | Skip]) -> MultimodalBatch:
         samples = [item for item in items if isinstance(item, Sample)]
         skipped = [(item.sample_id, item.reason) for item in items if isinstance(item, Skip)]
         if samples:
             return collate(samples, self.pad_id, self.padding_side, self.pad_to_multiple_of, skipped=skipped)
+        if self.filler is not None:
+            return replace(collate([self.filler], self.pad_id, self.padding_side, self.pad_to_multiple_of),
+                           skipped=skipped, filler=True)
         return empty_batch(skipped, self.patch_dim)
 
 
@@ -129,12 +156,16 @@ class SkipReport:
         return sum(self.counts.values())
 
     def update(self, batch: MultimodalBatch) -> None:
-        self.used += batch.batch_size
+        self.used += 0 if batch.filler else batch.batch_size
         for sample_id, reason in batch.skipped:
-            self.counts[reason] += 1
-            examples = self.examples.setdefault(reason, [])
-            if len(examples) < self.max_examples:
-                examples.append(sample_id)
+            self.add(sample_id, reason)
+
+    def add(self, sample_id: str, reason: str) -> None:
+        """Count one skipped sample."""
+        self.counts[reason] += 1
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < self.max_examples:
+            examples.append(sample_id)
 
     def merge(self, other: "SkipReport") -> None:
         self.used += other.used

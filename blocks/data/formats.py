@@ -28,8 +28,9 @@ Rules, following the official ``preprocess``:
   root (absolute elsewhere, or ``..``) is refused. Checked lexically so symlinked folders inside
   the root keep working.
 
-Entries are parsed when indexed (a JSON list once, at construction, for its line numbers) and media
-are decoded at access time, so a bad entry costs one ``SampleError`` naming ``file:line`` and the id.
+Every entry's JSON is parsed once at construction, for its ``id``, to catch an unusable file and
+duplicate ids (``blocks.data.entry_scan``); entries are validated when indexed and media decoded then,
+so a bad entry costs one ``SampleError`` naming ``file:line`` and the id.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ from typing import Any, Callable
 import numpy as np
 
 from blocks.data.errors import SampleError
-from blocks.data.json_spans import line_spans, list_spans
+from blocks.data.entry_scan import scan_entries
+from blocks.data.json_spans import decode_data_file, line_spans, list_spans, refuse_invalid_utf8
 from blocks.data.image_io import DEFAULT_MAX_PIXELS, image_size, load_image
 from blocks.data.record import IMAGE_MARKER, VIDEO_MARKER, Record, VideoClip
-from blocks.data.video import MAX_PACKING_LIMIT, clip_from_frames, plan_frames, probe_video, read_video
+from blocks.data.video import (MAX_PACKING_LIMIT, VideoProbe, clip_from_frames, plan_frames, probe_video,
+                               read_video)
 
 ROLES = ("system", "user", "assistant")
 FRAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -96,8 +99,8 @@ class OfficialJsonDataset:
     """Map-style source of ``Record``s over one official-format JSON or JSONL file.
 
     Args:
-        path: the data file. A file whose first non-blank character is ``[`` is a JSON list;
-            anything else is JSONL (blank lines ignored).
+        path: the data file (UTF-8, a byte-order mark allowed). A file whose first non-blank character is
+            ``[`` is a JSON list; anything else is JSONL (only a line feed ends a line; blank lines ignored).
         root: folder media paths are relative to (default: the file's folder).
         video_fps: default sampling rate for video files (model card ``encode_video`` default: 3).
         max_groups: most resampler groups per video.
@@ -106,28 +109,32 @@ class OfficialJsonDataset:
         time_scale: temporal-id unit in seconds.
         max_pixels: decompression-bomb limit per image.
         task: task name given to every record (an entry's ``task`` overrides it).
+        duplicate_ids: ``"warn"`` (once per file, naming the ids and their lines) or ``"error"`` when
+            several entries share an ``id``.
 
     Raises:
-        SampleError: at construction, if the file is missing or a JSON list is malformed
-            (the whole file is unusable then); at ``__getitem__``, for one bad entry.
+        SampleError: at construction, for a missing or malformed file, one with no usable entry (with the
+            reasons) or, under ``duplicate_ids="error"``, duplicate ids; at ``__getitem__``, for one bad
+            entry (e.g. an invalid UTF-8 byte: the rest of the file is used).
     """
 
     def __init__(self, path: str | os.PathLike, root: str | os.PathLike | None = None, *, video_fps: float = 3.0,
                  max_groups: int = 180, max_packing: int = 3, folder_fps: float = 1.0, time_scale: float = 0.1,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, task: str = "") -> None:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, task: str = "", duplicate_ids: str = "warn") -> None:
         self.path = Path(path)
         self.root = Path(os.path.abspath(root if root is not None else self.path.parent))
         self.video_fps, self.max_groups, self.max_packing = video_fps, max_groups, max_packing
         self.folder_fps, self.time_scale, self.max_pixels, self.task = folder_fps, time_scale, max_pixels, task
         try:
-            self._text = self.path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
+            self._text = decode_data_file(self.path.read_bytes())
+        except OSError as error:
             raise SampleError(f"cannot read data file: {error}", where=str(self.path), reason="unreadable_file") from error
         # Row k = (start, end, line): entry k is self._text[start:end]. One string and one integer array, not a
         # list of dicts: forked DataLoader workers would copy every object whose refcount they touch.
         is_list = self._text.lstrip().startswith("[")
-        spans = list_spans(self._text, self.path.name) if is_list else line_spans(self._text)
+        spans = list_spans(self._text, self.path.name) if is_list else line_spans(self._text, self.path.name)
         self._spans = np.array(spans, dtype=np.int64).reshape(-1, 3)
+        scan_entries(self._identify, len(self), str(self.path), duplicate_ids)
 
     def __len__(self) -> int:
         return len(self._spans)
@@ -138,10 +145,11 @@ class OfficialJsonDataset:
 
     def entry(self, index: int) -> dict:
         """The parsed JSON object of entry ``index`` (no validation beyond "is an object")."""
-        where = self.where(index)
+        start, end, line = self._spans[index].tolist()  # Python ints: numpy scalars cost the scan of a big file
+        where, segment = f"{self.path.name}:{line}", self._text[start:end]
+        refuse_invalid_utf8(segment, self.path.name, line)
         try:
-            start, end, _ = self._spans[index]
-            payload = json.loads(self._text[start:end])
+            payload = json.loads(segment)
         except json.JSONDecodeError as error:
             raise SampleError(f"malformed JSON: {error.msg} at column {error.colno}", where=where,
                               reason="malformed_json") from error
@@ -154,17 +162,18 @@ class OfficialJsonDataset:
         """Entry ``index`` validated, markers placed and media paths resolved; no media touched."""
         where = self.where(index)
         fields = self.entry(index)
-        sample_id = fields.get("id", where)
-        if not isinstance(sample_id, (str, int)):
-            raise SampleError(f"'id' must be a string or integer, got {type(sample_id).__name__}", where=where,
-                              reason="bad_entry")
-        entry = _Entry(str(sample_id), where, fields)
+        entry = _Entry(_sample_id(fields, where), where, fields)
         entry.conversations = _conversations(fields.get("conversations"), entry.error)
         images = _place_markers(entry.conversations, fields.get("image"), IMAGE_MARKER, entry.error)
         videos = _place_markers(entry.conversations, fields.get("video"), VIDEO_MARKER, entry.error)
         entry.images = [self._resolve(p, entry) for p in images]
         entry.videos = [self._resolve(p, entry) for p in videos]
         return entry
+
+    def _identify(self, index: int) -> tuple[str, str]:
+        """(sample id, ``file:line``) of entry ``index``: its JSON parsed, nothing else checked (the scan)."""
+        where = self.where(index)
+        return _sample_id(self.entry(index), where), where
 
     def __getitem__(self, index: int) -> Record:
         entry = self._parse(index)
@@ -217,9 +226,17 @@ class OfficialJsonDataset:
     def _video_groups(self, path: Path, entry: _Entry) -> int:
         """Number of resampler groups ``_video`` would produce, from the container header / file count."""
         files, rate, fps, options = self._video_setup(path, entry)
-        n_frames, native_fps = probe_video(path) if files is None else (len(files), rate)
-        indices, packing = plan_frames(n_frames, native_fps, fps, **options)
+        probe = probe_video(path) if files is None else VideoProbe(len(files), rate, 0, False, "folder")
+        indices, packing = plan_frames(probe.frames, probe.rate, fps, **options)
         return -(-len(indices) // packing)
+
+
+def _sample_id(fields: dict, where: str) -> str:
+    sample_id = fields.get("id", where)
+    if not isinstance(sample_id, (str, int)):
+        raise SampleError(f"'id' must be a string or integer, got {type(sample_id).__name__}", where=where,
+                          reason="bad_entry")
+    return str(sample_id)
 
 
 def _conversations(value: Any, fail: Callable[..., SampleError]) -> list[dict[str, str]]:

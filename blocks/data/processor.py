@@ -100,6 +100,10 @@ class MiniCPMVProcessor:
         if not any(t["role"] == "user" for t in turns) or (mode == "train" and turns[-1]["role"] != "assistant"):
             need = "a user turn" if mode == "inference" else "a user turn and a final assistant turn"
             raise SampleError(f"conversation needs {need}", sample_id=record.id, where=record.meta.get("where", ""))
+        empty = [i for i, t in enumerate(turns) if t["role"] == "assistant" and not (t.get("content") or "").strip()]
+        if mode == "train" and empty:  # its only target would be the end of the turn: it teaches empty answers
+            raise SampleError(f"assistant turn {empty[0]} is empty", sample_id=record.id,
+                              where=record.meta.get("where", ""), reason="empty_answer")
         return turns
 
     def _plan(self, img: Image.Image, max_slice_nums: int) -> SliceGeometry:

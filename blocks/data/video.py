@@ -27,8 +27,10 @@ snapping go to the earlier grid point (the official cKDTree leaves ties unspecif
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -40,6 +42,11 @@ from blocks.data.errors import MediaError
 from blocks.data.record import VideoClip
 
 MAX_PACKING_LIMIT = 6  # the resampler was trained with at most 6 frames per group
+# Demuxers whose declared frame count is the number of frames stored (MP4/QuickTime sample tables): fewer
+# decoded frames mean a cut file, a counted skip. Other declared counts (AVI headers) are often off in intact
+# files, so a shortfall is logged and the decoded frames are used. Evidence: docs/data_formats.md.
+TRUSTED_FRAME_COUNTS = ("mov,mp4,m4a,3gp,3g2,mj2",)
+log = logging.getLogger(__name__)
 
 
 def plan_frames(n_frames: int, native_fps: float, fps: float, max_groups: int = 180, max_packing: int = 3,
@@ -106,29 +113,50 @@ def read_video(path: str | os.PathLike, fps: float, max_groups: int = 180, max_p
         A ``VideoClip`` of RGB frames and their temporal-id groups.
 
     Raises:
-        MediaError: missing, empty, unreadable file, no video stream, or no decodable frame.
+        MediaError: missing, empty, unreadable file, no video stream, no decodable frame, or fewer frames
+            than an MP4/QuickTime container declares (``truncated_video``: the file is cut).
     """
     name = str(path)
-    n_frames, native_fps = probe_video(path, where)
+    probe = probe_video(path, where)
+    n_frames = probe.frames
     for _ in range(2):
-        indices, packing = plan_frames(n_frames, native_fps, fps, max_groups, max_packing, force_packing)
+        indices, packing = plan_frames(n_frames, probe.rate, fps, max_groups, max_packing, force_packing)
         frames, decoded = _decode(name, indices, where)
         if len(frames) == len(indices):
             break
-        # The container's frame count was too high (common in mkv/webm); re-plan on the real count.
         if decoded == 0:
             raise MediaError(f"{name}: no decodable video frame", where=where, reason="empty_video")
+        short = (f"{name}: the {probe.container} container declares {n_frames} frames but {decoded} decode"
+                 if probe.declared else f"{name}: {n_frames} packets counted but {decoded} frames decode")
+        if probe.trusted:
+            raise MediaError(f"{short}: the file is cut or damaged", where=where, reason="truncated_video")
+        log.warning("%s; sampling the %d frames that decode (this container's count is unreliable: "
+                    "docs/data_formats.md)", short, decoded)
         n_frames = decoded
     else:
         raise MediaError(f"{name}: frame count changed between decodes", where=where, reason="corrupt_video")
-    times = [index / native_fps for index in indices]
-    return _group(frames, temporal_ids(times, n_frames / native_fps, time_scale), packing, name)
+    times = [index / probe.rate for index in indices]
+    return _group(frames, temporal_ids(times, n_frames / probe.rate, time_scale), packing, name)
 
 
-def probe_video(path: str | os.PathLike, where: str = "") -> tuple[int, float]:
-    """(frame count, average frame rate) of the first video stream, without decoding.
+@dataclass(frozen=True)
+class VideoProbe:
+    """What a video's header says. ``frames``: the count to plan with (the declared one, else the packets
+    counted); ``declared``: frames the container says it presents (0 if it says nothing); ``trusted``:
+    whether decoding fewer than ``declared`` means a cut or damaged file (``TRUSTED_FRAME_COUNTS``)."""
 
-    The count comes from the container header, or from counting packets when the header has none.
+    frames: int
+    rate: float
+    declared: int
+    trusted: bool
+    container: str
+
+
+def probe_video(path: str | os.PathLike, where: str = "") -> VideoProbe:
+    """Frame count and average frame rate of the first video stream, without decoding.
+
+    The count comes from the container header (capped by its duration: an MP4 edit list presents fewer
+    frames than the file stores), or from counting packets when the header has none.
 
     Raises:
         MediaError: missing or empty file, not a video, no frames, unknown frame rate.
@@ -144,17 +172,21 @@ def probe_video(path: str | os.PathLike, where: str = "") -> tuple[int, float]:
                 raise MediaError(f"{name}: no video stream", where=where, reason="no_video_stream")
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate
-            n_frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+            if not rate or rate <= 0:
+                raise MediaError(f"{name}: unknown frame rate", where=where, reason="corrupt_video")
+            declared = stream.frames
+            if declared and stream.duration:
+                declared = min(declared, round(float(stream.duration * stream.time_base * rate)))
+            n_frames = declared or sum(1 for packet in container.demux(stream) if packet.size)
+            kind = container.format.name
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError) as error:
         raise MediaError(f"{name}: cannot open video ({type(error).__name__}: {error})", where=where,
                          reason="corrupt_video") from error
-    if not rate or rate <= 0:
-        raise MediaError(f"{name}: unknown frame rate", where=where, reason="corrupt_video")
     if n_frames == 0:
         raise MediaError(f"{name}: video has no frames", where=where, reason="empty_video")
-    return n_frames, float(rate)
+    return VideoProbe(n_frames, float(rate), declared, bool(declared) and kind in TRUSTED_FRAME_COUNTS, kind)
 
 
 def _decode(name: str, indices: list[int], where: str) -> tuple[list[Image.Image], int]:

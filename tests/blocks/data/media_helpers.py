@@ -19,9 +19,11 @@ PLACEHOLDER_ID = 1
 TOKENS_PER_GROUP = 4
 
 
-def write_video(path: Path, n_frames: int, rate: int, size: int = 16, codec: str = "mpeg4") -> Path:
-    """Write a ``size``x``size`` video whose frame k is uniformly grey with level 6*k (mod 256)."""
-    with av.open(str(path), mode="w") as container:
+def write_video(path: Path, n_frames: int, rate: int, size: int = 16, codec: str = "mpeg4",
+                options: dict[str, str] | None = None) -> Path:
+    """Write a ``size``x``size`` video whose frame k is uniformly grey with level 6*k (mod 256).
+    ``options``: muxer options, e.g. ``{"movflags": "faststart"}`` (MP4 header before the frames)."""
+    with av.open(str(path), mode="w", options=options or {}) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
@@ -32,6 +34,30 @@ def write_video(path: Path, n_frames: int, rate: int, size: int = 16, codec: str
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def cut_before_packet(path: Path, keep: int, out: Path) -> Path:
+    """Copy the first bytes of ``path`` up to the start of its video packet number ``keep``: a file cut
+    mid-way that still holds its first ``keep`` frames whole."""
+    with av.open(str(path)) as container:
+        positions = [packet.pos for packet in container.demux(video=0) if packet.size]
+    out.write_bytes(path.read_bytes()[:positions[keep]])
+    return out
+
+
+def trim_with_edit_list(path: Path, skip: int, out: Path) -> Path:
+    """Remux ``path`` to MP4 with every timestamp ``skip`` frames earlier: the muxer writes an edit list
+    that hides the first ``skip`` stored frames, as a lossless trim (``-ss ... -c copy``) does."""
+    with av.open(str(path)) as source, av.open(str(out), "w") as target:
+        stream = source.streams.video[0]
+        copy = target.add_stream_from_template(stream)
+        shift = round(skip / (stream.average_rate * stream.time_base))
+        for packet in source.demux(stream):
+            if packet.dts is None:
+                continue
+            packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, copy
+            target.mux(packet)
+    return out
 
 
 def grey_level(image: Image.Image) -> int:

@@ -104,7 +104,8 @@ def test_paths_may_not_leave_the_root(media, tmp_path_factory):
     path = _write_jsonl(media / "sub" / "d.jsonl", [
         {"id": "up", "image": "../red.png", "conversations": [_user("q"), _assistant("a")]},
         {"id": "abs", "image": str(outside), "conversations": [_user("q"), _assistant("a")]},
-        {"id": "ok", "image": str(media / "red.png"), "conversations": [_user("q"), _assistant("a")]}])
+        {"id": "ok", "image": str(media / "red.png"), "conversations": [_user("q"), _assistant("a")]},
+        {"id": "text", "conversations": [_user("q"), _assistant("a")]}])  # a file of only bad entries is refused
     for index, sample_id in ((0, "up"), (1, "abs")):
         with pytest.raises(SampleError, match=rf"\[d.jsonl:{index + 1}\] sample '{sample_id}'.*leaves the dataset root"):
             OfficialJsonDataset(path)[index]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import av
@@ -10,8 +11,9 @@ import pytest
 from PIL import Image
 
 from blocks.data import video
+from blocks.data.errors import MediaError
 from blocks.data.video import clip_from_frames, plan_frames, read_video, temporal_ids
-from media_helpers import grey_level, write_video
+from media_helpers import cut_before_packet, grey_level, trim_with_edit_list, write_video
 
 
 def _model_card_plan(n, native_fps, fps, max_groups=180, max_packing=3):
@@ -106,9 +108,33 @@ def test_clip_from_frames_with_rate_and_timestamps():
         clip_from_frames(frames, native_fps=2, timestamps=[0.0] * 10)
 
 
-def test_header_overcounting_frames_is_replanned_on_the_real_count(tmp_path, monkeypatch):
-    path = write_video(tmp_path / "clip.mp4", n_frames=20, rate=10)
-    expected = read_video(path, fps=10)
-    monkeypatch.setattr(video, "probe_video", lambda p, where="": (30, 10.0))  # header claims 30 frames
-    clip = read_video(path, fps=10)
-    assert len(clip.frames) == 20 and clip.groups == expected.groups
+def test_mp4_cut_mid_file_is_a_skip_naming_declared_and_decoded_counts(tmp_path):
+    whole = write_video(tmp_path / "whole.mp4", n_frames=60, rate=10, options={"movflags": "faststart"})
+    cut = cut_before_packet(whole, keep=40, out=tmp_path / "cut.mp4")
+    assert video.probe_video(cut).declared == 60  # the header still declares every frame
+    with pytest.raises(MediaError, match=r"cut.mp4: the mov,mp4.* container declares 60 frames but 40 decode: "
+                                         r"the file is cut") as info:
+        read_video(cut, fps=10, where="v.jsonl:3")
+    assert info.value.reason == "truncated_video" and info.value.where == "v.jsonl:3"
+
+
+def test_avi_counts_are_unreliable_so_a_shortfall_is_logged_and_the_decoded_frames_used(tmp_path, caplog):
+    whole = write_video(tmp_path / "whole.avi", n_frames=60, rate=10)
+    cut = cut_before_packet(whole, keep=40, out=tmp_path / "cut.avi")
+    declared = video.probe_video(cut).frames
+    with caplog.at_level(logging.WARNING, logger="blocks.data.video"):
+        clip = read_video(cut, fps=10)
+    assert declared > 40 and len(clip.frames) == 40
+    assert f"cut.avi: the avi container declares {declared} frames but 40 decode" in caplog.text
+    assert [grey_level(f) for f in clip.frames] == pytest.approx([6 * k for k in range(40)], abs=3)
+
+
+def test_mp4_edit_list_hides_frames_without_being_taken_for_a_cut(tmp_path):
+    trimmed = trim_with_edit_list(write_video(tmp_path / "src.mkv", n_frames=30, rate=10), skip=5,
+                                  out=tmp_path / "trimmed.mp4")
+    with av.open(str(trimmed)) as container:
+        assert container.streams.video[0].frames == 30  # samples stored, 5 of them before the edit
+    probe = video.probe_video(trimmed)
+    assert (probe.frames, probe.declared, probe.trusted) == (25, 25, True)
+    clip = read_video(trimmed, fps=10)
+    assert len(clip.frames) == 25 and grey_level(clip.frames[0]) == pytest.approx(30, abs=3)  # frame 5 comes first
