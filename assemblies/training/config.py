@@ -1,7 +1,7 @@
 """Config plumbing for training: compose-time schemas, target binding, one ``instantiate`` helper.
 
 Schemas (dataclasses in Hydra's ConfigStore) cover the stable top-level nodes (``trainer``,
-``stage``, ``data``, ``pipeline``): a typo or a wrong type fails when the config is composed.
+``stage``, ``data``, ``pipeline``, ``evaluation``): a typo or a wrong type fails when the config is composed.
 Block keyword arguments are checked differently, by binding them to the builder's signature
 (``check_targets``), so adding an argument to a block needs no schema edit.
 """
@@ -54,6 +54,18 @@ class PipelineSchema:
 
 
 @dataclass
+class EvaluationSchema:
+    """Generation-based held-out evaluation of the LLM stages (``assemblies.evaluation``)."""
+
+    modes: list[str] = field(default_factory=lambda: ["short", "long"])
+    per_task: int = 32                   # records per held-out task at the end of each stage
+    batch_size: int = 48
+    max_new_tokens: dict[str, int] = field(default_factory=lambda: {"short": 32, "long": 512})
+    every_n_steps: int = 0               # also every K steps within a stage (0: at the end only)
+    during_per_task: int = 8             # records per task for those in-stage evaluations
+
+
+@dataclass
 class DataSchema:
     """Corpora, processing and loading (``conf/data/*.yaml``)."""
 
@@ -96,7 +108,7 @@ def register_schemas() -> None:
     """
     store = ConfigStore.instance()
     for name, node in (("stage", StageSchema), ("pipeline", PipelineSchema), ("data", DataSchema),
-                       ("trainer", TrainerSchema)):
+                       ("trainer", TrainerSchema), ("evaluation", EvaluationSchema)):
         store.store(group="schema", name=name, node=node)
 
 

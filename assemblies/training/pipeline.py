@@ -1,9 +1,10 @@
 """``train(cfg)``: run the configured stages in order, passing the weights along.
 
-Per stage: initialise (``init_from``), optionally add LoRA or wrap the assembly in the stage's
-``objective`` (contrastive pre-training), freeze, build data and Lightning objects,
-fit (resuming from ``last.ckpt`` when the run directory has one), evaluate the held-out tasks,
-save the stage's weights as safetensors. After the last stage: export, metrics JSON, plots.
+Per stage: say what it trains on, initialise (``init_from``), optionally add LoRA or wrap the
+assembly in the stage's ``objective`` (contrastive pre-training), freeze, build data and Lightning
+objects, fit (resuming from ``last.ckpt`` when the run directory has one), evaluate the held-out
+tasks (teacher-forced, and by generating answers in both modes: ``generation_eval``), save the
+stage's weights as safetensors. After the last stage: export, metrics JSON, plots.
 Everything a stage writes lives in ``<output_dir>/<stage name>/``, so rerunning the same command in
 the same directory continues where it stopped.
 """
@@ -26,13 +27,15 @@ from torch import nn
 
 from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training import report
-from assemblies.training.callbacks import Throughput
+from assemblies.training.callbacks import Throughput, quiet_lightning
 from assemblies.training.checkpointing import AtomicCheckpointIO, atomic_path, resume_checkpoint
 from assemblies.training.config import (check_targets, instantiate, pipeline_stages, recipe_stages, resolve_precision,
                                         to_plain)
 from assemblies.training.contrastive_module import ContrastiveModule
+from assemblies.training.curves import plot_curves
 from assemblies.training.datamodule import MultimodalDataModule
 from assemblies.training.dpo import DpoModule, DpoObjective, PreferenceDataModule, build_preferences
+from assemblies.training.generation_eval import stage_evaluation
 from assemblies.training.grpo import GrpoModule, GrpoObjective
 from assemblies.training.module import MLLMModule
 from assemblies.training.rl_data import PromptDataModule
@@ -191,8 +194,8 @@ def build_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir:
 
 
 def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: Path, tokenizer,
-              process_factory) -> dict:
-    """Fit one stage; returns its report (losses, held-out metrics, throughput)."""
+              process_factory, intro: dict | None = None) -> dict:
+    """Fit one stage; returns its report (losses, held-out metrics, throughput; ``intro``: what it trains on)."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     if stage.lora:
         add_lora(model, **to_plain(stage.lora))
@@ -202,6 +205,7 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
         model.set_grad_checkpointing(bool(stage.grad_checkpointing))
     accumulate = int(stage.accumulate_grad_batches)
     throughput = Throughput()
+    generation = stage_evaluation(cfg, model, stage, stage_dir, tokenizer, list(data.heldout_names), steps_per_batch)
     stop = cfg.pipeline.stop_at_step
     trainer = instantiate(cfg.trainer, _convert_="all", precision=resolve_precision(cfg.trainer.precision),
                           strategy=_strategy(cfg.trainer, model),
@@ -212,7 +216,8 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
                           **({"gradient_clip_val": None} if not module.automatic_optimization else {}),
                           val_check_interval=int(stage.val_every) * accumulate if stage.val_every else None,
                           check_val_every_n_epoch=None if stage.val_every else 1,
-                          callbacks=[throughput, *_callbacks(cfg, stage_dir)], logger=_loggers(cfg, stage_dir),
+                          callbacks=[throughput, *([generation] if generation else []), *_callbacks(cfg, stage_dir)],
+                          logger=_loggers(cfg, stage_dir),
                           default_root_dir=str(stage_dir))
     resume = resume_checkpoint(stage_dir / "checkpoints") if cfg.pipeline.resume else None
     started = time.perf_counter()
@@ -230,7 +235,9 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     if finished and trainer.is_global_zero:
         save_weights(model, stage_dir / WEIGHTS_FILE)
     result = report.stage_result(stage.name, stage_dir, heldout, module.chance(data), throughput.summary(), seconds,
-                                 trainable=frozen.trainable, steps=steps, finished=finished)
+                                 trainable=frozen.trainable, steps=steps, finished=finished,
+                                 generation=generation.final if generation else None,
+                                 eval_seconds=generation.seconds if generation else 0.0, intro=intro)
     result.update(getattr(module, "stage_metrics", {}))  # e.g. the DPO stage's held-out contradictions
     if trainer.is_global_zero:
         with atomic_path(stage_dir / "result.json") as partial:  # a rerun trusts it: never half-written
@@ -263,6 +270,7 @@ def train(cfg: DictConfig) -> float:
     except ValueError as error:
         raise SystemExit(str(error)) from None
     check_capacity(cfg.model, cfg.trainer, stages)
+    quiet_lightning()
     with compute_threads(cfg.get("threads"), int(cfg.data.get("num_workers", 0))):
         return _run_pipeline(cfg, stages)
 
@@ -287,7 +295,7 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
                                                     max_length=max_length, enable_thinking=enable_thinking)
         return functools.partial(processor, mode=mode)
 
-    results, previous_dir = [], None
+    results, previous_dir, seen = [], None, set()
     all_names = recipe_stages(cfg)  # a stage's "previous" is the one before it in the recipe
     for stage in stages:
         stage_dir = output_dir / stage.name
@@ -299,14 +307,18 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
             load_weights(model, stage_dir / WEIGHTS_FILE)
             results.append(json.loads((stage_dir / "result.json").read_text()))
         else:
+            intro = report.stage_intro(stage, cfg.data.corpora, seen)
+            if main_process:
+                report.announce(report.intro_text(stage.name, intro))
             _stage_init(model, stage, previous_dir, stage_dir)
-            results.append(run_stage(cfg, model, stage, stage_dir, tokenizer, process_factory))
+            results.append(run_stage(cfg, model, stage, stage_dir, tokenizer, process_factory, intro))
             if not results[-1]["finished"]:
                 log.info("stopped stage %s at step %d (pipeline.stop_at_step)", stage.name, results[-1]["steps"])
                 break
         previous_dir = stage_dir
+        seen.update(stage.data.mix)
         if main_process:
-            print(report.stage_table(results[-1]), flush=True)
+            report.announce(report.stage_table(results[-1], results[-2] if len(results) > 1 else None))
 
     summary = report.run_summary(results, cfg)
     if not main_process:
@@ -315,7 +327,7 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
         exported = report.export(model, output_dir / "export")
         summary["export_dir"] = str(exported) if exported else None
     if cfg.pipeline.plots:
-        summary["plots"] = [str(p) for p in report.plot_curves([output_dir / r["stage"] for r in results], output_dir)]
+        summary["plots"] = [str(p) for p in plot_curves([output_dir / r["stage"] for r in results], output_dir)]
     (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     print(f"run directory: {output_dir}\n  stage checkpoints and logs: <stage>/, metrics: metrics.json, "
           f"curves: {', '.join(Path(p).name for p in summary.get('plots', [])) or 'off'}, "

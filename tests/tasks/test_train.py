@@ -53,6 +53,18 @@ def test_tiny_pipeline_runs_every_stage_exports_and_plots(tmp_path):
     assert [s["stage"] for s in metrics["stages"]] == ["stage0", "stage1", "stage2", "stage3", "sft", "sft_long_cot"]
     assert 0.0 <= metrics["val/acc"] <= 1.0 and metrics["tokens_per_sample"] > 16
     assert (tmp_path / "export" / "config.json").is_file() and (tmp_path / "curves.png").is_file()
+    # Generated answers in both modes after every LLM stage, beside the teacher-forced numbers.
+    assert metrics["figures_from"] == "sft_long_cot" and 0.0 <= metrics["gen/short/acc"] <= 1.0
+    assert set(metrics["peak_memory_mb_by_stage"]) == {s["stage"] for s in metrics["stages"]}
+    assert metrics["samples_per_s"] > 0 and metrics["wall_seconds"] > 0
+    assert (tmp_path / "sft" / "predictions.jsonl").is_file() and not (tmp_path / "stage0" / "predictions.jsonl").exists()
+    # Each stage says what it trains on; the long-CoT stage names its new thinking-mode data.
+    assert "data no earlier stage trained on: videos_cot (videos, reasoning=True)" in done.stdout
+    # The stage tables also go to the log file; Lightning's per-trainer tips and notices do not repeat.
+    log = (tmp_path / "train.log").read_text()
+    assert all(f"== {stage}: 2 steps" in log for stage in ("stage0", "sft_long_cot"))
+    output = done.stdout + done.stderr
+    assert "litlogger" not in output and "transfer_batch_to_device" not in output and "GPU available" not in output
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Pipeline parts: capacity check, compute threads, safetensors weights in/out, sweep summary."""
+"""Pipeline parts: capacity check, compute threads, safetensors weights in/out, sweep summary, reports."""
 
 from __future__ import annotations
 
@@ -62,13 +62,21 @@ def test_weights_that_do_not_fit_are_refused_with_names(tmp_path):
         load_weights(model, tmp_path / "missing")
 
 
-def test_sweep_summary_table_and_plot(tmp_path):
+def test_sweep_summary_compares_accuracy_with_chance_samples_per_s_wall_time_and_memory(tmp_path):
     for job, (resampler, seed, acc) in enumerate([("resampler3d", 0, 0.9), ("mlp", 0, 0.5), ("mlp", 1, 0.7)]):
         (tmp_path / str(job)).mkdir()
         (tmp_path / str(job) / "metrics.json").write_text(json.dumps({
-            "val/acc": acc, "tokens_per_sample": 80.0, "tokens_per_s": 1000.0, "peak_memory_mb": 500.0,
+            "figures_from": "stage3", "wall_seconds": 52.0 + job, "samples_per_s": 40.0, "tokens_per_sample": 80.0,
+            "peak_memory_mb": 500.0, "peak_memory_stage": "stage3", "peak_memory_method": "process RSS sampled",
+            "gen/short/acc": acc, "gen/long/acc": 0.1, "val/acc": acc, "gen/short/digit/acc": acc,
+            "val/digit/acc": 0.2, "chance/digit": 0.1, "val/scene_count/acc": 0.3, "chance/scene_count": 1 / 6,
             "overrides": ["+assembly=mcpv45", "scale=tiny", f"resampler={resampler}", f"seed={seed}"]}))
     table, plot = summarise(tmp_path)
-    assert "| resampler=mlp seed=1 | 0.700 | 80 | 1000 | 500 |" in table
+    header = table.splitlines()[0]
+    assert "samples/s" in header and "wall s" in header and "peak in" in header and "| tok/s |" not in header
+    assert header.endswith("| digit (chance 0.10) | scene_count (chance 0.17) |")
+    # The digit column is the generated answers' accuracy; scene_count only has the teacher-forced one.
+    assert "| resampler=mlp seed=1 | stage3 | 54 | 40.0 | 80 | 500 | stage3 | 0.700 | 0.100 | 0.700 | 0.700 | 0.300 |" \
+        in table
+    assert "each measured as process RSS sampled" in table
     assert plot.is_file() and plot.stat().st_size > 5000
-    assert (tmp_path / "summary.md").read_text().count("\n") == 5

@@ -1,0 +1,37 @@
+"""Generation-based held-out evaluation inside the pipeline: per stage, every K steps, without touching training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from assemblies.training.pipeline import train
+from assemblies.training.report import read_csv_metrics
+
+STAGE = ["pipeline.stages=[stage3]", "stages.stage3.max_steps=4", "stages.stage3.batch_size=2",
+         "stages.stage3.init_from=none", "pipeline.export=false", "evaluation.per_task=2",
+         "evaluation.during_per_task=1", "evaluation.max_new_tokens={short: 3, long: 5}"]
+
+
+@pytest.mark.slow
+def test_every_k_steps_and_at_the_end_without_changing_what_is_trained(fast_cfg, tmp_path):
+    train(fast_cfg(*STAGE, "evaluation.every_n_steps=2", output_dir=tmp_path / "with"))
+    train(fast_cfg(*STAGE, "evaluation.modes=[]", output_dir=tmp_path / "without"))
+    stage = tmp_path / "with" / "stage3"
+    rows = read_csv_metrics(stage)
+    steps = sorted({int(r["step"]) for r in rows if r.get("gen/short/digit/acc")})
+    assert steps == [2, 4]  # in-stage at step 2 (1 record per task), then the stage's end (2 per task)
+    assert {int(r["step"]) for r in rows if r.get("gen/long/digit/acc")} == {2, 4}
+    predictions = [json.loads(line) for line in (stage / "predictions.jsonl").read_text().splitlines()]
+    assert sorted((p["task"], p["mode"]) for p in predictions) == [("digit", "long")] * 2 + [("digit", "short")] * 2
+    result = json.loads((stage / "result.json").read_text())
+    digit = result["tasks"]["digit"]
+    assert set(digit) >= {"acc", "chance", "short", "long"} and digit["short"]["samples"] == 2
+    assert result["eval_seconds"] > 0 and set(result["generation_acc"]) == {"short", "long"}
+    assert not (tmp_path / "without" / "stage3" / "predictions.jsonl").exists()
+    # Evaluating (eval mode, no grad, then back to training mode) leaves training exactly as it was.
+    a, b = (load_file(tmp_path / run / "stage3" / "model.safetensors") for run in ("with", "without"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
