@@ -38,7 +38,8 @@ class StageSchema:
     grad_checkpointing: bool = False
     val_every: int = 0                                        # steps between held-out evals (0: end only)
     heldout: Optional[list[str]] = None                       # corpora evaluated (None: data.heldout)
-    objective: Any = None                                     # partial (model, vocab_size) -> wrapper; None: next token
+    objective: Any = None                                     # partial (model, vocab_size) -> wrapper; RL settings; None: next token
+    evaluation: Optional[dict[str, Any]] = None               # this stage's changes to the run's `evaluation`
     description: str = ""
 
 

@@ -133,6 +133,10 @@ class PairBatch:
     def attention_mask(self) -> Tensor:
         return self.batch.attention_mask
 
+    @property
+    def filler(self) -> bool:
+        return self.batch.filler
+
     def to(self, device) -> "PairBatch":
         return PairBatch(self.batch.to(device), self.pairs)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from assemblies.chat import Chat
@@ -88,6 +88,8 @@ def stage_evaluation(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage
     wraps the assembly, e.g. contrastive pre-training, or with ``evaluation.modes`` empty).
     ``steps_per_batch``: optimizer steps per stage step (several updates per RL rollout batch)."""
     settings = cfg.get("evaluation")
+    if settings is not None and stage.get("evaluation"):  # e.g. larger held-out sets where a proof needs them
+        settings = OmegaConf.merge(settings, stage.evaluation)
     wrapped = stage.objective is not None and stage.objective.get("_partial_", False)
     if wrapped or settings is None or not settings.modes:
         return None

@@ -99,7 +99,7 @@ class GrpoModule(MLLMModule):
         self.generation_ids, self.gradient_clip = dict(generation_ids), gradient_clip
         self.combiner = RewardCombiner(build_components(objective.rewards))
         self.std_filter = StdFilter(**objective.std_filter) if objective.std_filter is not None else None
-        self.generated_total = 0
+        self.generated = dict.fromkeys(MODES, 0)  # rollout tokens generated in the stage, per mode
 
     def transfer_batch_to_device(self, batch: PromptBatch, device: torch.device, dataloader_idx: int):
         return batch.to(device)
@@ -130,12 +130,13 @@ class GrpoModule(MLLMModule):
         started = time.perf_counter()
         stats = self.update(prompts, completions, advantages.values, keep)
         lengths = torch.tensor([c.generated_tokens for c in completions], dtype=torch.float)
-        self.generated_total += int(lengths.sum())
+        for mode, length in zip(modes, lengths.tolist()):
+            self.generated[mode] += int(length)
         logged = {**rewards.summary(modes), **stats,
                   "rollout/zero_variance_fraction": advantages.zero_variance_fraction,
                   "rollout/truncated_ratio": float(truncated.float().mean()),
                   "rollout/generated_tokens": float(lengths.sum()),
-                  "rollout/generated_tokens_total": float(self.generated_total),
+                  "rollout/generated_tokens_total": float(sum(self.generated.values())),
                   "rollout/used_samples": float(keep.sum()),
                   "time/rollout_s": rollout_seconds, "time/update_s": time.perf_counter() - started}
         for mode in MODES:
@@ -210,15 +211,21 @@ class GrpoModule(MLLMModule):
                 scheduler.step()
         return totals
 
+    @property
+    def stage_metrics(self) -> dict:
+        """What the stage report adds: rollout tokens generated in the stage, in all and per mode."""
+        return {"rollout_generated_tokens": sum(self.generated.values()),
+                **{f"rollout_generated_tokens_{mode}": n for mode, n in self.generated.items()}}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["rl_state"] = {"generated_total": self.generated_total,
+        checkpoint["rl_state"] = {"generated": dict(self.generated),
                                   "std_filter": self.std_filter.state_dict() if self.std_filter else None}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("rl_state") or {}
-        self.generated_total = int(state.get("generated_total", 0))
+        self.generated.update(state.get("generated", {}))
         if self.std_filter is not None and state.get("std_filter"):
             self.std_filter.load_state_dict(state["std_filter"])
 

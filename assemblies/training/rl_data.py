@@ -116,6 +116,10 @@ class PromptBatch:
         return self.batch.attention_mask
 
     @property
+    def filler(self) -> bool:
+        return self.batch.filler
+
+    @property
     def modes(self) -> list[Mode]:
         return [p.mode for p in self.prompts]
 

@@ -20,7 +20,8 @@ from omegaconf import DictConfig
 COLUMNS = (("figures_from", "figures from", "s"), ("wall_seconds", "wall s", ".0f"),
            ("samples_per_s", "samples/s", ".1f"), ("tokens_per_sample", "LLM tok/sample", ".0f"),
            ("peak_memory_mb", "peak MB", ".0f"), ("peak_memory_stage", "peak in", "s"),
-           ("gen/short/acc", "short acc", ".3f"), ("gen/long/acc", "long acc", ".3f"), ("val/acc", "forced acc", ".3f"))
+           ("gen/short/acc", "short acc", ".3f"), ("gen/long/acc", "long acc", ".3f"), ("val/acc", "forced acc", ".3f"),
+           ("rollout_generated_tokens", "RL tokens", ".0f"))
 PLOTTED = ("wall_seconds", "samples_per_s", "peak_memory_mb", "gen/short/acc", "gen/long/acc")
 
 
