@@ -9,6 +9,7 @@ then trains sigmoid DPO on ``batch_size`` pairs; at the end the held-out rate is
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -82,40 +83,53 @@ def draw_records(corpora: Mapping[str, Callable], mix: Mapping[str, float], spli
     return [sources[i] for i in sampler.batch(0)]
 
 
-def build_preferences(objective: DpoObjective, model, corpora: Mapping[str, Callable], mix: Mapping[str, float],
-                      process: Callable[[Record], Sample], tokenizer, ids: Mapping, stage_dir: Path,
-                      seed: int) -> tuple[PreferenceSet, list[Sample], Callable]:
-    """(the pairs, the prompt samples they index, ``measure(model) -> held-out contradiction stats``).
+class PreferenceSource:
+    """The DPO stage's pairs: made by ``ensure(model)`` with the weights the stage starts from, once the
+    model is on its device (``DpoModule.on_fit_start``), or read back from the stage's cache file
+    (a resumed stage). Each data-parallel rank draws its own prompts and keeps its own file.
 
-    The pairs and the "before" measurement are made once, with the weights the stage starts from, and
-    read back from ``stage_dir/preferences.json`` when it exists (a resumed stage).
+    ``measure(model)``: greedy descriptions of the held-out prompts, checked (contradiction stats).
     """
-    records = draw_records(corpora, mix, "train", objective.prompts, seed)
-    kept, samples = process_prompts(records, process)
-    records = [records[i] for i in kept]
-    heldout = draw_records(corpora, mix, "heldout", objective.heldout_prompts, seed)
 
-    checker = resolve_target(objective.checker)
+    def __init__(self, objective: DpoObjective, corpora: Mapping[str, Callable], mix: Mapping[str, float],
+                 process: Callable[[Record], Sample], tokenizer, ids: Mapping, stage_dir: Path, seed: int) -> None:
+        self.objective, self.corpora, self.mix, self.process = objective, corpora, dict(mix), process
+        self.tokenizer, self.ids, self.stage_dir, self.seed = tokenizer, dict(ids), stage_dir, seed
+        self.checker = resolve_target(objective.checker)
+        self.heldout = draw_records(corpora, mix, "heldout", objective.heldout_prompts, seed)
+        self.preferences: PreferenceSet | None = None
+        self.samples: list[Sample] = []
 
-    def measure(policy) -> dict[str, float]:
-        return contradictions(policy, heldout, process, tokenizer, objective.greedy(ids), objective.mode, checker,
-                              objective.chunk_prompts)
+    @property
+    def empty(self) -> bool:
+        """Made, and not one pair among them."""
+        return self.preferences is not None and not self.preferences.pairs
 
-    cache = stage_dir / PREFERENCES_FILE
-    if cache.is_file():
-        log.info("DPO: reusing the pairs of %s", cache)
-        return PreferenceSet.load(cache), samples, measure
-    preferences = sample_preferences(model, records, samples, objective.sampling(ids, seed), tokenizer,
-                                     objective.mode, checker, objective.chunk_prompts,
-                                     max_pairs=objective.pairs_per_prompt, min_gap=objective.min_gap,
-                                     max_word_gap=objective.max_word_gap)
-    preferences.stats["skipped_prompts"] = objective.prompts - len(kept)
-    preferences.stats["heldout_before"] = measure(model)
-    if not preferences.pairs:
-        log.warning("DPO: no preference pair among %d responses to each of %d prompts (%s): nothing to train on",
-                    objective.samples_per_prompt, len(samples), preferences.stats)
-    preferences.save(cache)
-    return preferences, samples, measure
+    def measure(self, model) -> dict[str, float]:
+        o = self.objective
+        return contradictions(model, self.heldout, self.process, self.tokenizer, o.greedy(self.ids), o.mode,
+                              self.checker, o.chunk_prompts)
+
+    def ensure(self, model, rank: int = 0) -> PreferenceSet:
+        o, seed = self.objective, self.seed * 1_000 + rank
+        records = draw_records(self.corpora, self.mix, "train", o.prompts, seed)
+        kept, self.samples = process_prompts(records, self.process)
+        cache = self.stage_dir / (PREFERENCES_FILE if rank == 0 else f"preferences.rank{rank}.json")
+        if cache.is_file():
+            log.info("DPO: reusing the pairs of %s", cache)
+            self.preferences = PreferenceSet.load(cache)
+            return self.preferences
+        self.preferences = sample_preferences(model, [records[i] for i in kept], self.samples, o.sampling(self.ids, seed),
+                                              self.tokenizer, o.mode, self.checker, o.chunk_prompts,
+                                              max_pairs=o.pairs_per_prompt, min_gap=o.min_gap,
+                                              max_word_gap=o.max_word_gap)
+        self.preferences.stats["skipped_prompts"] = o.prompts - len(kept)
+        self.preferences.stats["heldout_before"] = self.measure(model)
+        if not self.preferences.pairs:
+            log.warning("DPO: no preference pair among %d responses to each of %d prompts (%s): nothing to train on",
+                        o.samples_per_prompt, len(self.samples), self.preferences.stats)
+        self.preferences.save(cache)
+        return self.preferences
 
 
 @dataclass
@@ -169,26 +183,28 @@ class _PairSampler(Sampler[list[int]]):
 
 
 class PreferenceDataModule(MultimodalDataModule):
-    """Training batches of preference pairs (``PairBatch``); held-out sets as in ``MultimodalDataModule``."""
+    """Training batches of preference pairs (``PairBatch``) from ``source`` (made before the first batch);
+    held-out sets as in ``MultimodalDataModule``."""
 
-    def __init__(self, *args, preferences: PreferenceSet, prompts: Sequence[Sample], **kwargs) -> None:
+    def __init__(self, *args, source: PreferenceSource, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.preferences, self.prompts = preferences, list(prompts)
+        self.source = source
 
     @property
     def empty(self) -> bool:
         """No pair to train on (the stage then passes the weights through unchanged)."""
-        return not self.preferences.pairs
+        return self.source.empty
 
     def setup(self, stage: str | None = None) -> None:
         if not self._heldout_sets:
             self._build_heldout()
 
     def train_dataloader(self) -> DataLoader:
+        pairs = self.source.preferences.pairs
         start = self.trainer.global_step if self.trainer else 0
-        sampler = _PairSampler(len(self.preferences.pairs), self.batch_size, self.num_batches, self.seed, start)
+        sampler = _PairSampler(len(pairs), self.batch_size, self.num_batches, self.seed, start)
         pad = self.pad_id
-        return DataLoader(_Pairs(self.preferences.pairs, self.prompts), batch_sampler=sampler,
+        return DataLoader(_Pairs(pairs, self.source.samples), batch_sampler=sampler,
                           collate_fn=lambda items: PairBatch(collate([s for s, _ in items], pad, padding_side="left"),
                                                              [p for _, p in items]))
 
@@ -199,15 +215,22 @@ class DpoModule(MLLMModule):
     Extra args:
         objective: the stage's ``DpoObjective``.
         pad_id: padding id of completions.
-        measure: ``measure(model)`` -> held-out contradiction stats, run when training ends.
-        before: the same stats measured at stage start (reported beside the end's).
+        source: the pairs, made (or read) when fitting starts; the held-out contradiction stats are
+            measured then and when training ends.
     """
 
-    def __init__(self, *args, objective: DpoObjective, pad_id: int, measure: Callable | None = None,
-                 before: Mapping | None = None, **kwargs) -> None:
+    def __init__(self, *args, objective: DpoObjective, pad_id: int, source: PreferenceSource, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.objective, self.pad_id, self.measure = objective, pad_id, measure
-        self.stage_metrics: dict = {"heldout_before": dict(before or {})}
+        self.objective, self.pad_id, self.source = objective, pad_id, source
+        self.stage_metrics: dict = {}
+
+    def on_fit_start(self) -> None:
+        with full_parameters(self.trainer):
+            preferences = self.source.ensure(self.model, self.global_rank)
+        self.stage_metrics.update(preferences={k: v for k, v in preferences.stats.items() if k != "heldout_before"},
+                                  heldout_before=preferences.stats.get("heldout_before"))
+        if self.source.empty:
+            self.trainer.should_stop = True  # nothing to learn: the stage keeps its starting weights
 
     def transfer_batch_to_device(self, batch: PairBatch, device: torch.device, dataloader_idx: int):
         return batch.to(device)
@@ -225,7 +248,21 @@ class DpoModule(MLLMModule):
 
     def on_train_end(self) -> None:
         super().on_train_end()
-        if self.measure is not None:
-            self.stage_metrics["heldout_after"] = self.measure(self.model)
+        if self.source.empty:
+            return
+        with full_parameters(self.trainer):
+            self.stage_metrics["heldout_after"] = self.source.measure(self.model)
             log.info("DPO held-out contradictions: before %s, after %s", self.stage_metrics["heldout_before"],
                      self.stage_metrics["heldout_after"])
+
+
+def full_parameters(trainer):
+    """Outside the model's forward, FSDP keeps the parameters sharded: gather them for generation (a
+    no-op context under other strategies)."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if isinstance(trainer.strategy, FSDPStrategy):
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        return FullyShardedDataParallel.summon_full_params(trainer.strategy.model, writeback=False)
+    return contextlib.nullcontext()

@@ -34,7 +34,7 @@ from assemblies.training.config import (check_targets, instantiate, pipeline_sta
 from assemblies.training.contrastive_module import ContrastiveModule
 from assemblies.training.curves import plot_curves
 from assemblies.training.datamodule import MultimodalDataModule
-from assemblies.training.dpo import DpoModule, DpoObjective, PreferenceDataModule, build_preferences
+from assemblies.training.dpo import DpoModule, DpoObjective, PreferenceDataModule, PreferenceSource
 from assemblies.training.generation_eval import stage_evaluation
 from assemblies.training.grpo import GrpoModule, GrpoObjective
 from assemblies.training.module import MLLMModule
@@ -182,14 +182,12 @@ def build_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir:
                             generation_ids=ids, seed=int(cfg.seed), gradient_clip=cfg.trainer.gradient_clip_val,
                             **module_options)
         return model, data, module, updates
-    preferences, prompts, measure = build_preferences(objective, model, options["corpora"], options["mix"],
-                                                      prompt_processors[objective.mode], tokenizer, ids, stage_dir,
-                                                      int(cfg.seed))
-    data = PreferenceDataModule(**options, preferences=preferences, prompts=prompts)
+    source = PreferenceSource(objective, options["corpora"], options["mix"], prompt_processors[objective.mode],
+                              tokenizer, ids, stage_dir, int(cfg.seed))
+    data = PreferenceDataModule(**options, source=source)
     data.setup("fit")
     module = DpoModule(model, heldout_tasks=data.heldout_tasks, objective=objective, pad_id=tokenizer.pad_token_id,
-                       measure=measure, before=preferences.stats.get("heldout_before"), **module_options)
-    module.stage_metrics["preferences"] = preferences.stats
+                       source=source, **module_options)
     return model, data, module, 1
 
 
@@ -221,12 +219,11 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
                           default_root_dir=str(stage_dir))
     resume = resume_checkpoint(stage_dir / "checkpoints") if cfg.pipeline.resume else None
     started = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    seconds = time.perf_counter() - started
     empty = getattr(data, "empty", False)  # a DPO stage whose samples gave no pair: the weights pass through
     if empty:
-        log.warning("stage %s has nothing to train on; its weights are the previous stage's", stage.name)
-    else:
-        trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
-    seconds = time.perf_counter() - started
+        log.warning("stage %s had nothing to train on; its weights are the previous stage's", stage.name)
     steps = trainer.global_step // steps_per_batch
     finished = steps >= int(stage.max_steps) or empty
     heldout = trainer.validate(module, datamodule=data, verbose=False)[0] if finished or not stop else {}

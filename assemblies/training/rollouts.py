@@ -83,6 +83,14 @@ class PolicyScores:
     entropy: Tensor | None = None
 
 
+def activation_checkpointed(llm: nn.Module) -> bool:
+    """Whether the LLM recomputes its forward in the backward (transformers' own switch, or the checkpoint
+    wrappers FSDP's ``activation_checkpointing`` puts around its layers): a KV cache filled during the
+    forward would be filled twice, so the shared-prefill path is off then."""
+    return bool(getattr(llm, "is_activation_checkpointing", False)) or any(
+        type(m).__name__ == "CheckpointWrapper" for m in llm.modules())
+
+
 def policy_logprobs(model: nn.Module, batch: MultimodalBatch, group_size: int, completion_ids: Tensor,
                     completion_mask: Tensor, with_entropy: bool = False) -> PolicyScores:
     """Log-probs of completions [B = P * group_size, T_c] after the P left-padded prompts of ``batch``.
@@ -101,7 +109,7 @@ def policy_logprobs(model: nn.Module, batch: MultimodalBatch, group_size: int, c
     completions = model.llm.get_input_embeddings()(completion_ids).to(prompts.dtype)
     prompt_mask = batch.attention_mask.long()
     mask = torch.cat([prompt_mask.repeat_interleave(group_size, 0), completion_mask.long()], 1)
-    if getattr(model.llm, "is_activation_checkpointing", False):
+    if activation_checkpointed(model.llm):
         embeds = torch.cat([prompts.repeat_interleave(group_size, 0), completions], 1)
         logits = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                            use_cache=False, logits_to_keep=completion_ids.shape[1] + 1).logits[:, :-1]
