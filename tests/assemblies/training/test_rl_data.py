@@ -128,3 +128,15 @@ def test_shared_prompt_prefill_gives_the_full_forwards_logprobs_and_gradients(pa
     (full, full_grad), (shared, shared_grad) = results
     assert torch.allclose(full, shared, atol=1e-5) and (full[mask] != 0).all()
     assert torch.allclose(full_grad, shared_grad, atol=1e-5) and full_grad.abs().sum() > 0
+
+
+def test_fsdp_style_checkpoint_wrappers_also_switch_the_shared_prefill_off(parts):
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+    from assemblies.training.rollouts import activation_checkpointed
+    from blocks.llm import layer_classes
+
+    model = mcpv45_tiny()
+    assert not activation_checkpointed(model.llm)
+    apply_activation_checkpointing(model.llm, check_fn=lambda m: isinstance(m, tuple(layer_classes(model.llm))))
+    assert activation_checkpointed(model.llm)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import json
 
+import lightning
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import tests.assemblies.training.rl_helpers  # noqa: F401 -- registers the test reward
+from assemblies.presets import build_model
 from assemblies.training.pipeline import train
 
 # A random tiny model, 4-8 prompts a step, two-token answers, a reward it can learn from scratch.
@@ -83,3 +85,20 @@ def test_dpo_stage_learns_its_pairs_reports_contradictions_and_resumes(fast_cfg,
     assert (resumed / "rlaif_dpo" / "preferences.json").read_text() == pairs == (stage / "preferences.json").read_text()
     a, b = load_file(stage / "model.safetensors"), load_file(resumed / "rlaif_dpo" / "model.safetensors")
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+@pytest.mark.slow
+def test_rl_stage_with_lora_trains_the_adapters_and_saves_official_keys(fast_cfg, tmp_path):
+    cfg = fast_cfg(*GRPO, "stages.rl_hybrid.max_steps=3", "stages.rl_hybrid.trainable=[resampler]",
+                   "stages.rl_hybrid.lr={resampler: 1e-3, llm: 1e-2}")
+    # set after composing: a command-line dict cannot merge into the structured config's None
+    cfg.stages.rl_hybrid.lora = {"r": 4, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    lightning.seed_everything(int(cfg.seed))
+    start = build_model(cfg).state_dict()  # the pipeline builds the same initial weights
+    train(cfg)
+    weights = load_file(tmp_path / "rl_hybrid" / "model.safetensors")
+    assert set(weights) == set(start)  # adapters merged: the official keys only
+    layer = "llm.model.layers.0.self_attn"
+    assert not torch.equal(weights[f"{layer}.q_proj.weight"], start[f"{layer}.q_proj.weight"])
+    assert torch.equal(weights[f"{layer}.k_proj.weight"], start[f"{layer}.k_proj.weight"])  # not adapted
+    assert torch.equal(weights["vpm.embeddings.patch_embedding.weight"], start["vpm.embeddings.patch_embedding.weight"])
