@@ -249,8 +249,8 @@ def _tokenizer_of(directory: Path) -> PreTrainedTokenizerBase:
     if (directory / "tokenizer.json").is_file() or (directory / "vocab.json").is_file():
         return load_tokenizer(directory)
     raise FileNotFoundError(f"{directory} has no tokenizer (tokenizer.json, or vocab.json + merges.txt): pass "
-                            f"tokenizer=<a tokenizer or its directory> (the tiny pipeline's is under "
-                            f"~/.cache/mcpv/tokenizers/)")
+                            f"tokenizer=<a tokenizer or its directory> (a training run keeps its tokenizer in "
+                            f"<output_dir>/tokenizer/ and writes it into its export)")
 
 
 def _stop_ids_of(directory: Path, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:

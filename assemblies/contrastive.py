@@ -2,9 +2,9 @@
 
 MiniCPM-V 4.5 starts from a SigLIP tower that contrastive image-text training on web data already
 taught to see. A tiny tower trained from scratch has no such start, and learning to see only
-through a randomly initialised LLM is slow: scene position stays at chance for ~650 end-to-end
-steps. This wrapper trains ``vpm`` + ``resampler`` against a small text tower on (image, caption)
-pairs first; each step costs a fraction of an LLM step (no LLM, 64-token texts).
+through a randomly initialised LLM is slow (docs/tiny_recipe.md, "Stage0"). This wrapper trains
+``vpm`` + ``resampler`` against a small text tower on (image, caption) pairs first; each step costs
+a fraction of an LLM step (no LLM, 64-token texts).
 
 The text of a sample is its supervised (assistant) tokens, so any corpus the processor reads works:
 the captions corpus's ``dense_caption`` task names every shape with its place in the image, and the

@@ -23,11 +23,41 @@ from blocks.slots import LLMSlot, ResamplerSlot, VisionSlot
 SLOTS = ("vpm", "resampler", "llm")
 
 
-def encode_visual(vpm: VisionSlot, resampler: ResamplerSlot, batch: MultimodalBatch) -> Tensor:
-    """The vision slots alone: packed visual tokens [T_vis, D] of every group in ``batch``, in group order."""
+def visual_chunks(group_sizes: list[int], max_frames: int) -> list[tuple[int, int]]:
+    """[first, end) group ranges holding at most ``max_frames`` slices each (a longer group is one chunk)."""
+    chunks, first, frames = [], 0, 0
+    for group, size in enumerate(group_sizes):
+        if frames and frames + size > max_frames:
+            chunks.append((first, group))
+            first, frames = group, 0
+        frames += size
+    return chunks + [(first, len(group_sizes))] if group_sizes else chunks
+
+
+def encode_visual(vpm: VisionSlot, resampler: ResamplerSlot, batch: MultimodalBatch,
+                  chunk_frames: int | None = None) -> Tensor:
+    """The vision slots alone: packed visual tokens [T_vis, D] of every group in ``batch``, in group order.
+
+    ``chunk_frames``: encode whole groups at most this many slices/frames at a time, so the tower's
+    and the resampler's activations are one chunk's, not the whole video's (the official tower's
+    ``vision_batch_size`` does this for the tower alone). Slices and groups are independent in both
+    slots, so the tokens are the same.
+    """
+    if chunk_frames is not None and chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be >= 1 or None, got {chunk_frames}")
     dtype = next(vpm.parameters()).dtype
-    features = vpm(batch.patches.to(dtype), batch.tgt_sizes)
-    return resampler(features, batch.tgt_sizes, batch.temporal_ids, batch.group_sizes)
+    if chunk_frames is None or batch.num_groups == 0:
+        features = vpm(batch.patches.to(dtype), batch.tgt_sizes)
+        return resampler(features, batch.tgt_sizes, batch.temporal_ids, batch.group_sizes)
+    slice_ends = torch.tensor([0, *batch.group_sizes.tolist()]).cumsum(0).tolist()
+    row_ends = [0, *(batch.tgt_sizes[:, 0] * batch.tgt_sizes[:, 1]).cumsum(0).tolist()]
+    tokens = []
+    for first, end in visual_chunks(batch.group_sizes.tolist(), chunk_frames):
+        slices = slice(slice_ends[first], slice_ends[end])
+        tgt_sizes = batch.tgt_sizes[slices]
+        features = vpm(batch.patches[row_ends[slices.start]:row_ends[slices.stop]].to(dtype), tgt_sizes)
+        tokens.append(resampler(features, tgt_sizes, batch.temporal_ids[slices], batch.group_sizes[first:end]))
+    return torch.cat(tokens)
 
 
 @dataclass
@@ -59,12 +89,15 @@ class MiniCPMV(nn.Module):
         vpm: the vision slot's module.
         resampler: the resampler slot's module; its ``out_dim`` must equal the LLM hidden size.
         llm: the LLM slot's module (a transformers causal LM).
+        visual_chunk_frames: encode the visual input at most this many slices/frames at a time
+            (``encode_visual``'s ``chunk_frames``; None: all at once). Same tokens, less memory.
 
     Raises:
         TypeError: a module lacks its slot's surface.
     """
 
-    def __init__(self, vpm: VisionSlot, resampler: ResamplerSlot, llm: LLMSlot) -> None:
+    def __init__(self, vpm: VisionSlot, resampler: ResamplerSlot, llm: LLMSlot,
+                 visual_chunk_frames: int | None = None) -> None:
         super().__init__()
         for slot, module, surface in (("vpm", vpm, VisionSlot), ("resampler", resampler, ResamplerSlot),
                                       ("llm", llm, LLMSlot)):
@@ -77,6 +110,7 @@ class MiniCPMV(nn.Module):
         self.vpm = vpm
         self.resampler = resampler
         self.llm = llm
+        self.visual_chunk_frames = visual_chunk_frames
 
     @property
     def layer_classes(self) -> tuple[type, ...]:
@@ -137,7 +171,7 @@ class MiniCPMV(nn.Module):
 
     def encode_visual(self, batch: MultimodalBatch) -> Tensor:
         """Packed visual tokens [T_vis, D] of every group in the batch, in group order."""
-        return encode_visual(self.vpm, self.resampler, batch)
+        return encode_visual(self.vpm, self.resampler, batch, self.visual_chunk_frames)
 
     def embed(self, batch: MultimodalBatch) -> Tensor:
         """``inputs_embeds`` [B, T, D]: text embeddings with each group's tokens at its image_bound span."""

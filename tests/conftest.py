@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from golden_manifest import manifest_problems
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MCPV_SHARED", REPO_ROOT.parent / "shared"))
 REFERENCE_DIR = SHARED / "reference" / "minicpmv45"
@@ -36,8 +38,22 @@ def reference_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
-    """Golden vectors produced by the official implementation."""
-    return _require(GOLDEN_DIR)
+    """Golden vectors produced by the official implementation, checked against their manifest."""
+    directory = _require(GOLDEN_DIR)
+    problems = manifest_problems(directory)
+    if problems:
+        pytest.fail(f"{directory} does not match its manifest.json: " + "; ".join(problems))
+    return directory
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread during the test: a tiny model gains nothing from a second one, and loses
+    much when other jobs share the cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True)
@@ -56,27 +72,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 def write_tiny_chat_checkpoint(directory: Path) -> Path:
-    """A complete official-format directory of a random tiny MiniCPM-V 4.5: the toolkit's export plus the
-    files it does not write yet (tokenizer, preprocessor_config.json, generation_config.json)."""
-    import json
-
-    from assemblies.checkpoints.official import export_official
+    """A complete official-format directory of a random tiny MiniCPM-V 4.5, as the toolkit exports it."""
+    from assemblies.checkpoints.model_dir import export_model_dir
     from assemblies.presets import mcpv45_tiny
     from blocks.data.processor_config import ProcessorConfig
     from blocks.data.tokenizer import tiny_tokenizer
 
     torch.manual_seed(0)
     model = mcpv45_tiny()
-    export_official(model, directory, dtype=torch.float32)
     texts = ["How many shapes are there?", "There are 3 shapes.", "The red square is left of the circle.",
              "Which way does the circle move?", "It moves down."] * 20
     tokenizer = tiny_tokenizer(texts, vocab_size=320, cache_dir=directory / ".tokenizer-cache")
-    tokenizer.save_pretrained(directory)
-    config = ProcessorConfig(max_slice_nums=1, scale_resolution=112, tokens_per_group=model.resampler.num_queries)
-    (directory / "preprocessor_config.json").write_text(json.dumps(config.preprocessor_config(), indent=2))
-    stops = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
-    (directory / "generation_config.json").write_text(json.dumps({"eos_token_id": stops}))
-    return directory
+    return export_model_dir(model, directory, tokenizer, ProcessorConfig(max_slice_nums=1, scale_resolution=112),
+                            dtype=torch.float32)
 
 
 @pytest.fixture(scope="session")

@@ -4,13 +4,17 @@ On CUDA, peak memory is ``torch.cuda.max_memory_allocated`` above what was alloc
 On CPU there is no allocator statistic, so ``LiveTensorBytes`` follows every tensor storage created
 during the step (forward and backward) through weak references until it is freed, and records the
 peak of their total after each op. Parameters and inputs are excluded; scratch memory inside a single
-kernel is not seen.
+kernel is not seen. ``PeakRSS`` is the operating system's view instead: the process's peak resident
+memory above its level when the block starts (Linux).
 """
 
 from __future__ import annotations
 
+import ctypes
+import re
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -26,6 +30,10 @@ class LiveTensorBytes(TorchDispatchMode):
     Args:
         preexisting: tensors whose storage must not count (parameters, inputs), e.g. when an
             in-place op or a view returns them.
+
+    Attributes:
+        phase: a label the caller may change during the step; ``phase_peaks[label]`` is the peak
+            of the live total while that label was set.
     """
 
     def __init__(self, preexisting: list[Tensor]) -> None:
@@ -33,6 +41,8 @@ class LiveTensorBytes(TorchDispatchMode):
         self.ignored = {StorageWeakRef(t.untyped_storage()).cdata for t in preexisting}
         self.live: dict[int, tuple[StorageWeakRef, int]] = {}
         self.current = self.peak = 0
+        self.phase = "step"
+        self.phase_peaks: dict[str, int] = {}
 
     def release_expired(self) -> None:
         """Forget the storages freed since the last op; ``current`` is then the live total."""
@@ -50,7 +60,41 @@ class LiveTensorBytes(TorchDispatchMode):
                 self.live[ref.cdata] = (ref, tensor.untyped_storage().nbytes())
                 self.current += self.live[ref.cdata][1]
         self.peak = max(self.peak, self.current)
+        self.phase_peaks[self.phase] = max(self.phase_peaks.get(self.phase, 0), self.current)
         return out
+
+
+class PeakRSS:
+    """Peak resident memory of this process inside the ``with`` block, above its level at entry (Linux).
+
+    On entry, heap memory already freed is handed back to the OS (glibc ``malloc_trim``) and the
+    kernel's high-water mark is reset (``/proc/self/clear_refs`` <- 5); on exit, ``peak`` is VmHWM
+    minus the resident size at entry, in bytes. It counts everything the block touches: tensors,
+    kernel scratch, the allocator's retained and fragmented memory. Run it in a fresh process: memory
+    an earlier step freed but the allocator kept would be reused unseen.
+    """
+
+    STATUS = Path("/proc/self/status")
+
+    @classmethod
+    def _status_bytes(cls, field: str) -> int:
+        kib = re.search(rf"^{field}:\s+(\d+) kB", cls.STATUS.read_text(), re.MULTILINE)
+        if kib is None:
+            raise RuntimeError(f"{cls.STATUS} has no {field} line: PeakRSS needs Linux")
+        return int(kib.group(1)) * 1024
+
+    def __enter__(self) -> "PeakRSS":
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:  # not glibc: nothing to trim
+            pass
+        Path("/proc/self/clear_refs").write_text("5")
+        self.baseline = self._status_bytes("VmRSS")
+        self.peak = 0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.peak = self._status_bytes("VmHWM") - self.baseline
 
 
 def peak_bytes(step: Callable[[], None], preexisting: list[Tensor], device: torch.device) -> int:

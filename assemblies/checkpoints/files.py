@@ -79,6 +79,12 @@ def iter_shards(files: Mapping[str, Path], dtype: torch.dtype | None = None,
         yield tensors if dtype is None else {name: t.to(dtype) for name, t in tensors.items()}
 
 
+def read_tensor(files: Mapping[str, Path], name: str) -> Tensor:
+    """One tensor of a checkpoint (``checkpoint_files``' map), read without the rest of its file."""
+    with safe_open(str(files[name]), framework="pt") as handle:
+        return handle.get_tensor(name)
+
+
 def read_tensors(path: str | Path) -> dict[str, Tensor]:
     """Every tensor of the checkpoint at ``path`` (see ``checkpoint_files``), in one dict."""
     return {name: tensor for shard in iter_shards(checkpoint_files(path)) for name, tensor in shard.items()}

@@ -28,13 +28,21 @@ from blocks.resampler import PerceiverResampler, resampler3d
 from blocks.vision import NaViTSiglip, navit_siglip
 
 DEFAULT_SHARD_BYTES = 5 * 1024 ** 3
+# The model repository whose remote code an export's auto_map names (transformers' "repo--module.Class").
+OFFICIAL_REPO = "openbmb/MiniCPM-V-4_5"
 _DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 
 
 # ---------------------------------------------------------------- config.json <-> builders
 
-def official_config(model: MiniCPMV, dtype: torch.dtype = torch.bfloat16, max_slice_nums: int = 9) -> dict:
+def official_config(model: MiniCPMV, dtype: torch.dtype = torch.bfloat16, max_slice_nums: int = 9,
+                    image_size: int = 448) -> dict:
     """The official config.json fields describing ``model`` (NaViT SigLIP + perceiver resampler + Qwen3).
+
+    ``image_size`` (the slice resolution) and ``max_slice_nums`` are the processor settings the
+    official ``chat()`` checks against ``preprocessor_config.json``. ``auto_map`` names the official
+    repository's code (``openbmb/MiniCPM-V-4_5--modeling_minicpmv.MiniCPMV``): an export holds no
+    Python files, and transformers fetches that code under ``trust_remote_code=True``.
 
     The official code derives the resampler's head count as hidden_size // 128; a model whose heads
     differ (the tiny preset) gets one extra field, ``resampler_num_heads``, that the official loader ignores.
@@ -52,9 +60,9 @@ def official_config(model: MiniCPMV, dtype: torch.dtype = torch.bfloat16, max_sl
     layer = vpm.encoder.layers[0]
     config = {
         "_name_or_path": "openbmb/MiniCPM-V-4_5", "version": 4.5, "architectures": ["MiniCPMV"],
-        "auto_map": {"AutoConfig": "configuration_minicpm.MiniCPMVConfig",
-                     "AutoModel": "modeling_minicpmv.MiniCPMV",
-                     "AutoModelForCausalLM": "modeling_minicpmv.MiniCPMV"},
+        "auto_map": remote_code_map({"AutoConfig": "configuration_minicpm.MiniCPMVConfig",
+                                     "AutoModel": "modeling_minicpmv.MiniCPMV",
+                                     "AutoModelForCausalLM": "modeling_minicpmv.MiniCPMV"}),
         "attention_bias": c.attention_bias, "attention_dropout": c.attention_dropout,
         "bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_id, "head_dim": c.head_dim,
         "hidden_act": c.hidden_act, "hidden_size": c.hidden_size, "initializer_range": c.initializer_range,
@@ -67,7 +75,7 @@ def official_config(model: MiniCPMV, dtype: torch.dtype = torch.bfloat16, max_sl
         "transformers_version": transformers.__version__, "use_cache": True, "use_sliding_window": False,
         "vocab_size": c.vocab_size,
         "batch_vision_input": True, "batch_3d_resampler": True, "drop_vision_last_layer": False,
-        "image_size": 448, "model_type": "minicpmv", "patch_size": vpm.patch_size,
+        "image_size": image_size, "model_type": "minicpmv", "patch_size": vpm.patch_size,
         "query_num": resampler.num_queries,
         "slice_config": {"max_slice_nums": max_slice_nums, "patch_size": vpm.patch_size, "model_type": "minicpmv"},
         "slice_mode": True,
@@ -83,29 +91,53 @@ def official_config(model: MiniCPMV, dtype: torch.dtype = torch.bfloat16, max_sl
     return config
 
 
+def remote_code_map(auto_map: Mapping) -> dict:
+    """``auto_map`` with every ``module.Class`` reference (or list of them) qualified by ``OFFICIAL_REPO``."""
+    def qualify(reference):
+        if isinstance(reference, list):
+            return [qualify(r) for r in reference]
+        return reference if reference is None or "--" in reference else f"{OFFICIAL_REPO}--{reference}"
+    return {key: qualify(reference) for key, reference in auto_map.items()}
+
+
 def _int_if_whole(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
+def official_dims(config: Mapping) -> dict:
+    """The sizes of an official config.json under the names of a recipe's ``dims`` (conf/recipe)."""
+    vision, hidden = config["vision_config"], config["hidden_size"]
+    patch = vision.get("patch_size", 14)
+    return {
+        "vision_width": vision["hidden_size"],
+        # The official model deletes the last ViT layer when drop_vision_last_layer is set (4.5 ships false).
+        "vision_depth": vision["num_hidden_layers"] - int(config.get("drop_vision_last_layer", False)),
+        "vision_heads": vision["num_attention_heads"], "vision_mlp": vision["intermediate_size"],
+        "patch_size": patch, "position_grid": vision["image_size"] // patch,
+        "queries": config["query_num"], "resampler_heads": config.get("resampler_num_heads", hidden // 128),
+        "resampler_region_grid": None,  # an initialisation: loaded weights replace it
+        "llm_hidden": hidden, "llm_layers": config["num_hidden_layers"], "llm_heads": config["num_attention_heads"],
+        "llm_kv_heads": config["num_key_value_heads"],
+        "llm_head_dim": config.get("head_dim", hidden // config["num_attention_heads"]),
+        "llm_mlp": config["intermediate_size"], "vocab_size": config["vocab_size"],
+        "bos_token_id": config.get("bos_token_id"), "eos_token_id": config.get("eos_token_id"),
+    }
+
+
 def build_from_official_config(config: Mapping, attn_backend: str = "auto") -> MiniCPMV:
     """A randomly initialised assembly with the sizes of an official config.json (current device)."""
-    vision = config["vision_config"]
-    patch = vision.get("patch_size", 14)
-    # The official model deletes the last ViT layer when drop_vision_last_layer is set (4.5 ships false).
-    depth = vision["num_hidden_layers"] - int(config.get("drop_vision_last_layer", False))
-    vpm = navit_siglip(vision["hidden_size"], depth, vision["num_attention_heads"], vision["intermediate_size"],
-                       patch_size=patch, position_grid=vision["image_size"] // patch, attn_backend=attn_backend)
-    hidden = config["hidden_size"]
-    resampler = resampler3d(config["query_num"], hidden, vision["hidden_size"],
-                            config.get("resampler_num_heads", hidden // 128), attn_backend=attn_backend,
+    d = official_dims(config)
+    vpm = navit_siglip(d["vision_width"], d["vision_depth"], d["vision_heads"], d["vision_mlp"],
+                       patch_size=d["patch_size"], position_grid=d["position_grid"], attn_backend=attn_backend)
+    resampler = resampler3d(d["queries"], d["llm_hidden"], d["vision_width"], d["resampler_heads"],
+                            attn_backend=attn_backend,
                             positions_in_values=config.get("resampler_positions_in_values", False))
-    llm = qwen3(config["vocab_size"], hidden, config["num_hidden_layers"], config["num_attention_heads"],
-                config["num_key_value_heads"], config.get("head_dim", hidden // config["num_attention_heads"]),
-                config["intermediate_size"], rope_theta=config.get("rope_theta", 1e6),
+    llm = qwen3(d["vocab_size"], d["llm_hidden"], d["llm_layers"], d["llm_heads"], d["llm_kv_heads"],
+                d["llm_head_dim"], d["llm_mlp"], rope_theta=config.get("rope_theta", 1e6),
                 rms_norm_eps=config.get("rms_norm_eps", 1e-6),
                 max_position_embeddings=config.get("max_position_embeddings", 40960),
                 tie_word_embeddings=config.get("tie_word_embeddings", False),
-                bos_token_id=config.get("bos_token_id"), eos_token_id=config.get("eos_token_id"))
+                bos_token_id=d["bos_token_id"], eos_token_id=d["eos_token_id"])
     return MiniCPMV(vpm, resampler, llm)
 
 
@@ -223,13 +255,15 @@ def export_index(model: nn.Module, dtype: torch.dtype = torch.bfloat16,
 
 
 def export_official(model: MiniCPMV, directory: str | Path, dtype: torch.dtype = torch.bfloat16,
-                    max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
-    """Write ``model`` in the official layout: config.json, size-capped shards and their index."""
+                    max_shard_bytes: int = DEFAULT_SHARD_BYTES, config: Mapping | None = None) -> Path:
+    """Write ``model`` in the official layout: ``config`` (default ``official_config(model, dtype)``) as
+    config.json, size-capped shards and their index. Weights only: ``export_model_dir``
+    (``assemblies.checkpoints.model_dir``) adds the tokenizer and the processor and generation settings."""
     if any(p.is_meta for p in model.parameters()):
         raise ValueError("the model has no weights (meta device): load or initialise them before exporting; "
                          "export_index(model) gives the layout alone")
     directory = Path(directory)
-    config = official_config(model, dtype)
+    config = dict(config) if config is not None else official_config(model, dtype)
     directory.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
     plan = shard_plan(model, dtype, max_shard_bytes)

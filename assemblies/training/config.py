@@ -11,12 +11,13 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from hydra.core.config_store import ConfigStore
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 
 @dataclass
@@ -78,6 +79,8 @@ class DataSchema:
     heldout_size: int = 64
     eval_batch_size: int = 16
     num_workers: int = 0
+    train: Optional[str] = None          # a file in the official fine-tuning format (+experiment=finetune)
+    validation: Optional[str] = None     # its held-out file; None: a held-out split of `train`
 
 
 @dataclass
@@ -103,14 +106,28 @@ class TrainerSchema:
 
 
 def register_schemas() -> None:
-    """Store the schemas as group ``schema`` so configs can list ``- optional /schema@_here_: stage``.
+    """Store the schemas as group ``schema`` so configs can list ``- optional /schema@_here_: stage``,
+    and the ``official_dim`` resolver: ``${official_dim:<dir>,llm_hidden}`` is that size of the official-format
+    checkpoint in ``<dir>`` (``+experiment=finetune`` builds the model of its ``checkpoint``).
 
     ``optional``: tools that compose these files without training (tasks/describe.py) need not register them.
     """
+    OmegaConf.register_new_resolver("official_dim", _official_dim, replace=True, use_cache=True)
     store = ConfigStore.instance()
     for name, node in (("stage", StageSchema), ("pipeline", PipelineSchema), ("data", DataSchema),
                        ("trainer", TrainerSchema), ("evaluation", EvaluationSchema)):
         store.store(group="schema", name=name, node=node)
+
+
+def _official_dim(directory: str, name: str) -> Any:
+    import json
+
+    from assemblies.checkpoints.official import official_dims
+
+    config = Path(directory) / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} not found: the checkpoint must be an official-format directory")
+    return official_dims(json.loads(config.read_text()))[name]
 
 
 def resolve_target(path: str) -> Any:
@@ -176,6 +193,44 @@ def pipeline_stages(cfg: DictConfig) -> list[DictConfig]:
     if unknown:
         raise ValueError(f"pipeline.stages names unknown stages {unknown}; defined: {defined}")
     return [cfg.stages[name] for name in cfg.pipeline.stages]
+
+
+# Inputs a recipe may need from the user, with what to set them to (conf/paths/default.yaml).
+INPUTS = {
+    "paths.siglip_dir": "a Hugging Face SigLIP / SigLIP2 vision directory (save_pretrained output, e.g. of "
+                        "google/siglip2-so400m-patch14-384): the full recipe's stage1 starts its vision tower there",
+    "paths.qwen3_dir": "a Hugging Face Qwen3 directory (e.g. of Qwen/Qwen3-8B): the full recipe's stage1 starts "
+                       "its LLM there",
+    "paths.tokenizer_dir": "a directory with MiniCPM-V 4.5's tokenizer files (vocab.json, merges.txt, "
+                           "tokenizer_config.json, e.g. of openbmb/MiniCPM-V-4_5)",
+    "checkpoint": "an official-format MiniCPM-V directory (config.json, safetensors, tokenizer, "
+                  "preprocessor_config.json), e.g. openbmb/MiniCPM-V-4_5 or a toolkit export",
+    "data.train": "a training file in the official fine-tuning format (JSON list or JSONL)",
+}
+
+
+def missing_inputs(cfg: DictConfig, stages: list[DictConfig]) -> list[str]:
+    """One line per ``INPUTS`` entry that the stages or the data refer to but that is unset or not on disk."""
+    used = "\n".join(OmegaConf.to_yaml(node) for node in (*stages, cfg.data))
+    problems = []
+    for key, meaning in INPUTS.items():
+        if "${" + key + "}" not in used:
+            continue
+        value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if value is None or OmegaConf.is_missing(cfg, key):
+            problems.append(f"set {key}=<dir>: {meaning}")
+        elif not Path(str(value)).exists():
+            problems.append(f"{key}={value} does not exist; it should be {meaning}")
+    return problems
+
+
+def run_config_yaml(cfg: DictConfig) -> str:
+    """The resolved config of this run, with the stages it runs only (a recipe stage it skips may name an
+    input left unset, e.g. the full recipe's stage1 when fine-tuning)."""
+    run = cfg.copy()
+    with open_dict(run):
+        run.stages = {name: cfg.stages[name] for name in cfg.pipeline.stages}
+    return OmegaConf.to_yaml(run, resolve=True)
 
 
 def instantiate(node: Any, **kwargs) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
@@ -17,6 +18,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from assemblies.training.sampling import MixtureBatchSampler
 from blocks.batch import Sample
 from blocks.data.dataset import ProcessedDataset, SkippingCollate, first_usable
+from blocks.data.errors import SampleError
 from blocks.data.processor import MiniCPMVProcessor, ProcessorConfig
 from blocks.data.record import Record
 
@@ -24,10 +26,25 @@ log = logging.getLogger(__name__)
 CorpusFactory = Callable[..., Sequence[Record]]
 
 
-def build_processor(tokenizer, tokens_per_group, max_length: int | None = None, **options) -> MiniCPMVProcessor:
-    """The processor for a stage: ``options`` are ``ProcessorConfig`` fields (from ``data.processor``)."""
-    return MiniCPMVProcessor(tokenizer, ProcessorConfig(tokens_per_group=tokens_per_group, max_length=max_length,
-                                                        **options))
+def build_processor(tokenizer, tokens_per_group, max_length: int | None = None, checkpoint: str | None = None,
+                    **options) -> MiniCPMVProcessor:
+    """The processor for a stage: ``options`` are ``ProcessorConfig`` fields (from ``data.processor``).
+
+    ``checkpoint``: start from the settings of that official-format directory (its preprocessor_config.json);
+    an option set to None keeps the checkpoint's value.
+    """
+    base = ProcessorConfig.from_checkpoint(checkpoint) if checkpoint else ProcessorConfig()
+    options = {name: value for name, value in options.items() if value is not None}
+    return MiniCPMVProcessor(tokenizer, replace(base, tokens_per_group=tokens_per_group, max_length=max_length,
+                                                **options))
+
+
+def _task_of(records: Sequence[Record], index: int) -> str:
+    """The record's task; a record that cannot be read stays in the set, to be skipped (and counted) there."""
+    try:
+        return records[index].task
+    except SampleError:
+        return ""
 
 
 class MultimodalDataModule(LightningDataModule):
@@ -98,7 +115,7 @@ class MultimodalDataModule(LightningDataModule):
             self.chance.update(getattr(records, "chance", {}))
             by_task: dict[str, list[int]] = {}
             for index in range(len(records)):
-                by_task.setdefault(records[index].task or name, []).append(index)
+                by_task.setdefault(_task_of(records, index) or name, []).append(index)
             dataset = ProcessedDataset(records, self.process)
             for task, indices in by_task.items():
                 self.heldout_tasks.append(task)

@@ -219,6 +219,8 @@ class DpoModule(MLLMModule):
             measured then and when training ends.
     """
 
+    not_hyperparameters = ("objective", "source")
+
     def __init__(self, *args, objective: DpoObjective, pad_id: int, source: PreferenceSource, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.objective, self.pad_id, self.source = objective, pad_id, source

@@ -91,6 +91,8 @@ class GrpoModule(MLLMModule):
         gradient_clip: max gradient norm per update (None: off).
     """
 
+    not_hyperparameters = ("objective", "tokenizer")
+
     def __init__(self, *args, objective: GrpoObjective, tokenizer, generation_ids: Mapping[str, Any], seed: int = 0,
                  gradient_clip: float | None = 1.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -2,13 +2,17 @@
 
 Stages differ only in data (what carries labels) and in what is trainable, both decided outside
 this module, so pre-training and SFT need no separate classes.
+
+Its hyperparameters are plain config (the model's, the optimizer's and the schedule's nodes), saved in
+every checkpoint, so a checkpoint rebuilds its module with no other argument, even with
+``weights_only=True``: ``MLLMModule.load_from_checkpoint("<stage>/checkpoints/last.ckpt")``.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -16,33 +20,54 @@ from lightning.pytorch import LightningModule
 from torch import nn
 
 from assemblies.training.metrics import AnswerMetrics
-from assemblies.training.stages import param_groups
+from assemblies.training.config import instantiate
+from assemblies.training.stages import add_lora, param_groups
 from blocks.batch import MultimodalBatch
 from blocks.data.dataset import SkipReport
 
 log = logging.getLogger(__name__)
 
 
+def build_trained_model(model: Mapping, lora: Mapping | None = None, objective: Mapping | None = None,
+                        vocab_size: int | None = None) -> nn.Module:
+    """The model a stage trains, from plain config: the assembly (``model``), LoRA adapters on its LLM,
+    and the stage's ``objective`` wrapper (contrastive pre-training, which needs the tokenizer's ``vocab_size``)."""
+    assembly = instantiate(model)
+    if lora:
+        add_lora(assembly, **lora)
+    return assembly if objective is None else instantiate(objective)(model=assembly, vocab_size=vocab_size)
+
+
 class MLLMModule(LightningModule):
     """Trains ``model`` (the assembly: ``forward(batch) -> .loss, .logits``).
 
     Args:
-        model: the assembly with ``vpm`` / ``resampler`` / ``llm`` blocks, already frozen by the stage.
-        optimizer: partial optimizer, called with the per-block param groups.
-        scheduler: partial ``(optimizer, total_steps) -> LRScheduler`` or None.
+        model: the assembly with ``vpm`` / ``resampler`` / ``llm`` blocks, already frozen by the stage;
+            None builds it from ``model_config``.
+        optimizer: config of a partial optimizer (``_target_``, ``_partial_: true``), called with the
+            per-block param groups.
+        scheduler: config of a partial ``(optimizer, total_steps) -> LRScheduler``, or None.
         lr: learning rate per block name (the stage's ``lr``).
         total_steps: optimizer steps of the stage (for the schedule).
         heldout_tasks: names of the validation dataloaders, in order (one held-out set per task).
         decode: token ids -> text, for ANLS/CER (default: no text metrics).
         weight_decay: applied to matrices only.
+        model_config: what ``model`` is, as plain config (``build_trained_model``); saved, so that a
+            checkpoint rebuilds the module.
     """
 
-    def __init__(self, model: nn.Module, optimizer: Callable, scheduler: Callable | None, lr: dict[str, float],
-                 total_steps: int, heldout_tasks: list[str] = (), decode: Callable[[list[int]], str] | None = None,
-                 weight_decay: float = 0.0) -> None:
+    not_hyperparameters: tuple[str, ...] = ()  # subclasses' init args that are objects, not config
+
+    def __init__(self, model: nn.Module | None = None, *, optimizer: Mapping, scheduler: Mapping | None,
+                 lr: dict[str, float], total_steps: int, heldout_tasks: list[str] = (),
+                 decode: Callable[[list[int]], str] | None = None, weight_decay: float = 0.0,
+                 model_config: Mapping | None = None) -> None:
         super().__init__()
-        self.model = model
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.save_hyperparameters(ignore=["model", "decode", *self.not_hyperparameters])
+        if model is None and model_config is None:
+            raise ValueError("give the model, or the model_config that builds it")
+        self.model = model if model is not None else build_trained_model(**model_config)
+        self.optimizer_config, self.scheduler_config = optimizer, scheduler
         self.lr, self.total_steps, self.weight_decay = dict(lr), total_steps, weight_decay
         self.heldout_tasks = list(heldout_tasks)
         self.decode = decode or (lambda ids: " ".join(map(str, ids)))
@@ -101,10 +126,10 @@ class MLLMModule(LightningModule):
         groups = param_groups(self.model, self.lr, self.weight_decay)
         for group in groups:
             group["params"] = [p for p in group["params"] if id(p) in owned]
-        optimizer = self.optimizer_factory([g for g in groups if g["params"]])
-        if self.scheduler_factory is None:
+        optimizer = instantiate(self.optimizer_config)([g for g in groups if g["params"]])
+        if self.scheduler_config is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer, total_steps=self.total_steps)
+        scheduler = instantiate(self.scheduler_config)(optimizer, total_steps=self.total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # Exact resume: the Python/NumPy/torch generators (LoRA dropout, augmentation in the main

@@ -22,15 +22,16 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
+from assemblies.checkpoints.model_dir import tokenizer_digest
 from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training import report
 from assemblies.training.callbacks import Throughput, quiet_lightning
 from assemblies.training.checkpointing import AtomicCheckpointIO, atomic_path, resume_checkpoint
-from assemblies.training.config import (check_targets, instantiate, pipeline_stages, recipe_stages, resolve_precision,
-                                        to_plain)
+from assemblies.training.config import (check_targets, instantiate, missing_inputs, pipeline_stages, recipe_stages,
+                                        resolve_precision, run_config_yaml, to_plain)
 from assemblies.training.contrastive_module import ContrastiveModule
 from assemblies.training.curves import plot_curves
 from assemblies.training.datamodule import MultimodalDataModule
@@ -39,6 +40,7 @@ from assemblies.training.generation_eval import stage_evaluation
 from assemblies.training.grpo import GrpoModule, GrpoObjective
 from assemblies.training.module import MLLMModule
 from assemblies.training.rl_data import PromptDataModule
+from assemblies.training.run_tokenizer import TOKENIZER_DIR, pin_tokenizer
 from assemblies.training.stages import add_lora, freeze, merge_lora
 from assemblies.training.weights import WEIGHTS_FILE, load_weights, save_weights
 from blocks.answers import MODES
@@ -84,7 +86,7 @@ def check_capacity(model_cfg: DictConfig, trainer_cfg: DictConfig, stages: list[
             f"{have / 2**30:.0f} GiB. Use GPUs with FSDP (trainer=fsdp, e.g. 8 x 80 GB) or the tiny scale: scale=tiny")
 
 
-def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, stage_dir: Path) -> None:
+def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, tokenizer) -> None:
     source = stage.init_from
     if source in (None, "none"):
         return
@@ -97,7 +99,7 @@ def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, 
                                     f"previous stage in this output dir first or set stages.{stage.name}.init_from=<dir>")
         load_weights(model, weights)
         return
-    load_weights(model, to_plain(source) if isinstance(source, DictConfig) else source)
+    load_weights(model, to_plain(source) if isinstance(source, DictConfig) else source, tokenizer=tokenizer)
 
 
 def _callbacks(cfg: DictConfig, stage_dir: Path) -> list[pl.Callback]:
@@ -161,10 +163,13 @@ def build_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir:
     trained = model if objective is None or rl else objective(model=model, vocab_size=len(tokenizer))
     options = _data_options(cfg, stage, tokenizer, process_factory)
     updates = objective.updates_per_batch if isinstance(objective, GrpoObjective) else 1
-    module_options = dict(optimizer=instantiate(cfg.optimizer), scheduler=instantiate(stage.schedule),
+    module_options = dict(optimizer=to_plain(cfg.optimizer), scheduler=to_plain(stage.schedule),
                           lr=to_plain(stage.lr), total_steps=int(stage.max_steps) * updates,
                           decode=functools.partial(tokenizer.decode, skip_special_tokens=True),
-                          weight_decay=float(cfg.get("weight_decay", 0.0)))
+                          weight_decay=float(cfg.get("weight_decay", 0.0)),
+                          model_config={"model": to_plain(cfg.model), "lora": to_plain(stage.lora),
+                                        "objective": None if rl else to_plain(stage.objective),
+                                        "vocab_size": len(tokenizer)})
     if not rl:
         data = MultimodalDataModule(**options)
         data.setup("fit")
@@ -247,8 +252,7 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
 def compute_threads(requested: int | None, data_workers: int) -> Iterator[int]:
     """Torch intra-op threads inside the block, restored after it: ``requested``, else the current
     count minus one per data worker (at least 1), so the workers that prepare batches do not compete
-    with the compute threads. On 2 cores with one worker, the tiny stage0 ran its 800 steps in 133 s
-    instead of 193-203 s with 2 threads."""
+    with the compute threads (docs/tiny_recipe.md, "Threads")."""
     previous = torch.get_num_threads()
     torch.set_num_threads(int(requested) if requested else max(1, previous - data_workers))
     try:
@@ -266,6 +270,9 @@ def train(cfg: DictConfig) -> float:
         stages = pipeline_stages(cfg)
     except ValueError as error:
         raise SystemExit(str(error)) from None
+    problems = missing_inputs(cfg, stages)  # first: the model's sizes may come from one (+experiment=finetune)
+    if problems:
+        raise SystemExit("this run needs:\n  " + "\n  ".join(problems))
     check_capacity(cfg.model, cfg.trainer, stages)
     quiet_lightning()
     with compute_threads(cfg.get("threads"), int(cfg.data.get("num_workers", 0))):
@@ -278,9 +285,9 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
     output_dir.mkdir(parents=True, exist_ok=True)
     main_process = rank_zero_only.rank == 0  # data-parallel ranks run this function too; one writes files
     if main_process:
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (output_dir / "config.yaml").write_text(run_config_yaml(cfg))
 
-    tokenizer = instantiate(cfg.data.tokenizer)
+    tokenizer = pin_tokenizer(instantiate(cfg.data.tokenizer), output_dir / TOKENIZER_DIR, write=main_process)
     model = instantiate(cfg.model)
     vocab = model.llm.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocab:
@@ -307,7 +314,7 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
             intro = report.stage_intro(stage, cfg.data.corpora, seen)
             if main_process:
                 report.announce(report.intro_text(stage.name, intro))
-            _stage_init(model, stage, previous_dir, stage_dir)
+            _stage_init(model, stage, previous_dir, tokenizer)
             results.append(run_stage(cfg, model, stage, stage_dir, tokenizer, process_factory, intro))
             if not results[-1]["finished"]:
                 log.info("stopped stage %s at step %d (pipeline.stop_at_step)", stage.name, results[-1]["steps"])
@@ -320,8 +327,14 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
     summary = report.run_summary(results, cfg)
     if not main_process:
         return float(summary.get(cfg.optimized_metric) or float("nan"))
+    pinned = output_dir / TOKENIZER_DIR
+    summary["tokenizer"] = {"dir": str(pinned), "sha256": tokenizer_digest(pinned)}
     if cfg.pipeline.export and results and results[-1]["finished"]:
-        exported = report.export(model, output_dir / "export")
+        processor = instantiate(cfg.data.processor)(tokenizer=tokenizer, tokens_per_group=tokens_per_group)
+        # The released checkpoints are bf16; a model trained in fp32 (CPU) is exported as it is, bit for bit.
+        fp32 = str(resolve_precision(cfg.trainer.precision)).startswith("32")
+        exported = report.export(model, output_dir / "export", tokenizer, processor.config,
+                                 torch.float32 if fp32 else torch.bfloat16)
         summary["export_dir"] = str(exported) if exported else None
     if cfg.pipeline.plots:
         summary["plots"] = [str(p) for p in plot_curves([output_dir / r["stage"] for r in results], output_dir)]

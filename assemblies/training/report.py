@@ -8,6 +8,7 @@ import logging
 import math
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 from torch import nn
 
@@ -189,16 +190,17 @@ def _hydra_choices() -> tuple[dict, list]:
     return choices, list(hydra_cfg.overrides.task)
 
 
-def export(model: nn.Module, out_dir: Path) -> Path | None:
-    """The final weights in the official MiniCPM-V 4.5 layout (the assembly's exporter).
+def export(model: nn.Module, out_dir: Path, tokenizer, processor_config, dtype: torch.dtype) -> Path | None:
+    """The final weights as a self-contained model directory in the official MiniCPM-V 4.5 layout
+    (``export_model_dir``: weights, tokenizer, processor and generation settings).
 
     Returns None (with a warning) for topologies the official layout cannot express, e.g. an MLP
     projector in the resampler slot; their weights are still in each stage's ``model.safetensors``.
     """
-    from assemblies.checkpoints.official import export_official
+    from assemblies.checkpoints.model_dir import export_model_dir
 
     try:
-        return Path(export_official(model, out_dir))
+        return Path(export_model_dir(model, out_dir, tokenizer, processor_config, dtype=dtype))
     except ValueError as error:
         log.warning("no official-format export: %s (the stage weights are in <stage>/model.safetensors)", error)
         return None

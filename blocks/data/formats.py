@@ -51,6 +51,7 @@ from blocks.data.entry_scan import scan_entries
 from blocks.data.json_spans import decode_data_file, line_spans, list_spans, refuse_invalid_utf8
 from blocks.data.image_io import DEFAULT_MAX_PIXELS, image_size, load_image
 from blocks.data.record import IMAGE_MARKER, VIDEO_MARKER, Record, VideoClip
+from blocks.data.splits import EntrySplit, heldout_split
 from blocks.data.video import (MAX_PACKING_LIMIT, VideoProbe, clip_from_frames, plan_frames, probe_video,
                                read_video)
 
@@ -306,18 +307,28 @@ def _number(entry: _Entry, key: str, default: float | None) -> float | None:
 
 def official_corpus(train: str | os.PathLike, heldout: str | os.PathLike | None = None,
                     root: str | os.PathLike | None = None, *, split: str = "train", size: int | None = None,
-                    seed: int = 0, **options: Any) -> OfficialJsonDataset:
+                    seed: int = 0, heldout_fraction: float = 0.0,
+                    **options: Any) -> OfficialJsonDataset | EntrySplit:
     """A corpus factory over official-format files, for a training stage's data mix.
 
     The training data module calls every corpus as ``factory(split=, size=, seed=)``; a file corpus
-    ignores ``size`` and ``seed`` (its records are the file's) and picks the file by ``split``.
+    ignores ``size`` and picks the file by ``split``.
 
     Args:
         train: the training file (JSON list or JSONL).
-        heldout: the held-out file; required only when the corpus is listed as held-out.
+        heldout: the held-out file; required only when the corpus is listed as held-out, unless
+            ``heldout_fraction`` splits it off ``train``.
         root: folder media paths are relative to (default: each file's folder).
+        seed: draws the held-out split (the same for both splits, so they never overlap).
+        heldout_fraction: without a ``heldout`` file, hold out this fraction of ``train``'s entries
+            (at least one): the held-out split gets them and the training split the rest.
         options: passed to ``OfficialJsonDataset`` (``video_fps``, ``max_packing``, ``task``, ...).
     """
+    if heldout is None and heldout_fraction > 0:
+        dataset = OfficialJsonDataset(train, root, **options)
+        held = heldout_split(len(dataset), heldout_fraction, seed)
+        chosen = held if split == "heldout" else sorted(set(range(len(dataset))) - set(held))
+        return EntrySplit(dataset, chosen)
     path = train if split == "train" else heldout
     if path is None:
         raise ValueError(f"corpus over {train} has no {split!r} file; set `heldout:` to evaluate on it")

@@ -52,7 +52,7 @@ class PerceiverResampler(nn.Module):
         positions_in_values: False = official (positions steer where a query looks but do not reach
             its output). True adds the same table to the values, so each output token also carries
             the place and time it read from; no parameters change. An ablation for towers whose
-            features hold little place (README, "Position").
+            features hold little place (docs/tiny_recipe.md, "Position").
         region_grid: None = the official init. G = region init (``localize_queries``) over a
             G x G patch slice, for resamplers trained from scratch; weights only, so a checkpoint
             stays official.
@@ -110,19 +110,17 @@ class PerceiverResampler(nn.Module):
         """Region init: the Q queries tile a ``grid`` x ``grid`` patch slice as a sqrt(Q) x sqrt(Q)
         board, and each starts out attending to its own cell.
 
-        With the official init every query looks at the whole slice (attention logits of std ~0.6),
-        and a tiny tower trained from scratch keeps it that way: 16 near-identical tokens that say
-        what is in the image but not where (README, "Position"). Here query i is the sincos position
-        of its cell centre, and the query and key projections are ``gain`` times one permutation
-        that gives every head every ``num_heads``-th frequency of both axes (the table holds the
-        column frequencies in its first half, the rows' in the second). A head's logit for patch j
-        is then ``gain**2 * ln_q(pos_i) . (v_j + pos_j) / sqrt(head_dim)``, peaked at the patches of
-        cell i. The patch term ``ln_q(pos_i) . v_j`` would outweigh the place over varied features
-        (a pre-trained tower's), so ``ln_kv``'s scale starts at ``content_scale``; the values lose
-        nothing by it, ``ln_post`` normalises the output. Over random features the attention then
-        spreads about 1.2 patches around the cell centre at the tiny size (8 x 8 slice, 16 queries,
-        2-patch cells) and 1.0 at the official one (32 x 32, 64 queries, 4-patch cells). Training
-        moves everything from there; the value and output projections keep the official init.
+        With the official init every query looks at the whole slice, and a tiny tower trained from
+        scratch keeps it that way: near-identical tokens that say what is in the image but not where
+        (docs/tiny_recipe.md, "Position"). Here query i is the sincos position of its cell centre,
+        and the query and key projections are ``gain`` times one permutation that gives every head
+        every ``num_heads``-th frequency of both axes (the table holds the column frequencies in its
+        first half, the rows' in the second). A head's logit for patch j is then
+        ``gain**2 * ln_q(pos_i) . (v_j + pos_j) / sqrt(head_dim)``, peaked at the patches of cell i.
+        The patch term ``ln_q(pos_i) . v_j`` would outweigh the place over varied features (a
+        pre-trained tower's), so ``ln_kv``'s scale starts at ``content_scale``; the values lose
+        nothing by it, ``ln_post`` normalises the output. Training moves everything from there; the
+        value and output projections keep the official init.
         """
         side, dim, frequencies = round(self.num_queries ** 0.5), self.out_dim, self.out_dim // 4
         centres = (torch.arange(side, dtype=torch.float32) + 0.5) * grid / side - 0.5
@@ -151,7 +149,7 @@ class PerceiverResampler(nn.Module):
             counts = (tgt_sizes[:, 0] * tgt_sizes[:, 1]).long()
             frame_embedding = temporal_sincos(temporal_ids.long(), self.out_dim)
             positions = positions + torch.repeat_interleave(frame_embedding, counts, dim=0)
-        keys = values + positions.to(values.dtype)
+        keys = values + positions.to(values)
         return keys, keys if self.positions_in_values else values
 
     def _in_proj(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -124,16 +124,12 @@ class NaViTSiglip(nn.Module):
         """SigLIP's own initialisation (as in its big_vision / HF code), for training from scratch.
 
         PyTorch's defaults give the position table N(0, 1) rows, several times larger than what a
-        patch of thin dark text adds to the patch embedding, so a from-scratch tower first learns to
-        ignore the pixels: with the default init the tiny tower reads 20-px words at 0.26 after 800
-        steps, with this one at 0.41 (24 words, chance 0.04).
+        patch of thin dark text adds to the patch embedding, so a from-scratch tower would first learn
+        to ignore the pixels (docs/tiny_recipe.md, "Tower init").
 
-        ``position_init="sincos"`` starts the table as the 2-D sincos grid instead (the table the resampler
-        adds to its keys): values in [-1, 1], about as large as a patch's embedding. The LLM reads a
-        resampler token by its content (RoPE orders the tokens but does not say which query made one), so a
-        shape's place must be in the features the queries average. A scene-position-only tiny model trained
-        from scratch for 900 steps reaches 0.39 with it, against 0.23 (chance 0.25) with SigLIP's init; it
-        reads text worse (README, "Position").
+        ``position_init="sincos"`` starts the table as the 2-D sincos grid instead (the table the
+        resampler adds to its keys): values in [-1, 1], about as large as a patch's embedding, so a
+        shape's place is in the features the queries average (docs/tiny_recipe.md, "Position").
         """
         patch = self.embeddings.patch_embedding
         # LeCun normal: N(0, 1/fan_in) truncated at 2 sigma, sigma corrected for the truncation.

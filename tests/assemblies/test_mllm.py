@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from assemblies.mllm import MiniCPMV, next_token_loss, position_ids_from_mask
+from assemblies.benchmarks.measure import LiveTensorBytes
+from assemblies.mllm import MiniCPMV, next_token_loss, position_ids_from_mask, visual_chunks
 from assemblies.presets import compose_config, mcpv45, mcpv45_tiny
-from blocks.batch import IGNORE_INDEX, MultimodalBatch, Sample, collate
+from blocks.batch import IGNORE_INDEX, MultimodalBatch, collate
 from blocks.llm import qwen3_tiny
+from mllm_helpers import PATCH_DIM, make_sample
 
-PATCH_DIM = 3 * 14 * 14
 
 
 class StandInVision(nn.Module):
@@ -57,22 +58,6 @@ class StandInResampler(nn.Module):
 
 def tiny_model(queries: int = 16) -> MiniCPMV:
     return MiniCPMV(StandInVision(), StandInResampler(queries), qwen3_tiny())
-
-
-def make_sample(n_text: int, sizes: list[tuple[int, int]], queries: int = 16, sample_id: str = "s") -> Sample:
-    """Text, then one image group per size, each with ``queries`` placeholders; labels on the tail text."""
-    ids, bounds = list(torch.randint(1, 1024, (n_text,)).tolist()), []
-    for _ in sizes:
-        bounds.append((len(ids) + 1, len(ids) + 1 + queries))
-        ids += [5] + [7] * queries + [6] + torch.randint(1, 1024, (3,)).tolist()
-    input_ids = torch.tensor(ids)
-    labels = torch.full_like(input_ids, IGNORE_INDEX)
-    labels[-3:] = input_ids[-3:]
-    n_patches = sum(h * w for h, w in sizes)
-    return Sample(input_ids=input_ids, labels=labels, patches=torch.randn(n_patches, PATCH_DIM),
-                  tgt_sizes=torch.tensor(sizes, dtype=torch.long).view(-1, 2),
-                  temporal_ids=torch.full((len(sizes),), -1), group_sizes=torch.ones(len(sizes), dtype=torch.long),
-                  image_bound=torch.tensor(bounds, dtype=torch.long).view(-1, 2), sample_id=sample_id)
 
 
 def golden_batch(golden_dir, case: int) -> tuple[MultimodalBatch, dict]:
@@ -262,3 +247,32 @@ def test_grad_checkpointing_gives_the_same_gradients():
     model(batch).loss.backward()
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, plain[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_visual_chunks_keep_groups_whole():
+    assert visual_chunks([6, 6, 6], 6) == [(0, 1), (1, 2), (2, 3)]
+    assert visual_chunks([1, 1, 3, 2], 4) == [(0, 2), (2, 3), (3, 4)]
+    assert visual_chunks([8, 1], 4) == [(0, 1), (1, 2)]  # a group longer than a chunk is a chunk of its own
+    assert visual_chunks([], 4) == []
+
+
+@pytest.mark.parametrize("resampler", ["resampler3d", "resampler2d", "patch_merger"])
+def test_chunked_visual_encoding_gives_the_same_tokens_in_less_memory(resampler):
+    model = mcpv45_tiny([f"resampler={resampler}"]).eval()
+    sizes = [(5, 7)] + [(8, 8)] * 12  # an image slice, then a 12-frame video in groups of 2
+    batch = MultimodalBatch(
+        input_ids=torch.zeros(1, 1, dtype=torch.long), attention_mask=torch.ones(1, 1, dtype=torch.bool),
+        labels=None, patches=torch.randn(35 + 12 * 64, PATCH_DIM), tgt_sizes=torch.tensor(sizes),
+        temporal_ids=torch.tensor([-1, *range(0, 60, 5)]), group_sizes=torch.tensor([1] + [2] * 6),
+        image_bound=torch.zeros(7, 3, dtype=torch.long))
+    peaks = {}
+    with torch.no_grad():
+        for chunk_frames in (None, 3):
+            model.visual_chunk_frames = chunk_frames
+            with LiveTensorBytes([*model.parameters(), batch.patches]) as probe:
+                peaks[chunk_frames] = (model.encode_visual(batch), probe.peak)
+    torch.testing.assert_close(peaks[3][0], peaks[None][0])
+    assert peaks[3][1] < 0.5 * peaks[None][1]  # 2 frames' activations at a time instead of 13 slices'
+    with pytest.raises(ValueError, match="chunk_frames"):
+        model.visual_chunk_frames = 0
+        model.encode_visual(batch)

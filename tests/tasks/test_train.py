@@ -22,7 +22,8 @@ def _train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 def test_full_scale_on_a_cpu_machine_stops_at_once_with_what_it_needs(tmp_path):
-    done = _train("+assembly=mcpv45", f"hydra.run.dir={tmp_path}", "trainer.accelerator=cpu", timeout=120)
+    inputs = [f"paths.{name}={tmp_path}" for name in ("siglip_dir", "qwen3_dir", "tokenizer_dir")]
+    done = _train("+assembly=mcpv45", *inputs, f"hydra.run.dir={tmp_path}", "trainer.accelerator=cpu", timeout=120)
     assert done.returncode != 0
     message = done.stdout + done.stderr
     assert "8,695,895,280 parameters" in message and "GiB" in message and "scale=tiny" in message

@@ -5,22 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from assemblies.training.config import register_schemas
-
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+from assemblies.presets import compose_config
 
 # A pipeline that runs in seconds: two-record batches, one held-out corpus, no loader workers.
 FAST = ["+assembly=mcpv45", "scale=tiny", "+debug=fast", "data.heldout=[digits]", "data.heldout_size=4",
         "pipeline.plots=false", "trainer.enable_progress_bar=false", "logger=csv"]
-
-
-def compose_train(overrides: list[str]) -> DictConfig:
-    register_schemas()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=overrides)
 
 
 @pytest.fixture
@@ -28,6 +19,6 @@ def fast_cfg(tmp_path: Path):
     """``fast_cfg(*overrides)`` -> a composed tiny config writing into ``tmp_path``."""
 
     def make(*overrides: str, output_dir: Path | None = None) -> DictConfig:
-        return compose_train([*FAST, f"paths.output_dir={output_dir or tmp_path}", *overrides])
+        return compose_config([*FAST, f"paths.output_dir={output_dir or tmp_path}", *overrides])
 
     return make

@@ -19,11 +19,12 @@ from lightning.pytorch.strategies import DDPStrategy
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Sampler
 
+from assemblies.presets import compose_config
 from assemblies.training.config import instantiate
 from assemblies.training.module import MLLMModule
 from blocks.data.dataset import ProcessedDataset, SkippingCollate, first_usable
 from blocks.data.errors import MediaError
-from tests.assemblies.training.conftest import FAST, compose_train
+from tests.assemblies.training.conftest import FAST
 
 BAD = {1, 3}
 LR = 0.5
@@ -57,7 +58,7 @@ class BadAt:
 
 def build():
     """(model, processed dataset, pad id): the same on every rank and in the test's reference."""
-    cfg = compose_train([*FAST, "paths.output_dir=/unused"])
+    cfg = compose_config([*FAST, "paths.output_dir=/unused"])
     tokenizer = instantiate(cfg.data.tokenizer)
     pl.seed_everything(0)
     model = instantiate(cfg.model)

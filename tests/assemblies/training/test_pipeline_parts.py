@@ -8,16 +8,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from assemblies.presets import mcpv45_tiny
+from assemblies.presets import compose_config, mcpv45_tiny
 from assemblies.training.config import pipeline_stages
 from assemblies.training.pipeline import check_capacity, compute_threads
 from assemblies.training.sweep import summarise
 from assemblies.training.weights import load_weights, save_weights
-from tests.assemblies.training.conftest import compose_train
 
 
 def test_full_scale_on_this_machine_stops_at_once_saying_what_it_needs(monkeypatch):
-    cfg = compose_train(["+assembly=mcpv45"])
+    cfg = compose_config(["+assembly=mcpv45"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match=r"8,695,895,280 parameters.*GiB.*trainer=fsdp"):
         check_capacity(cfg.model, cfg.trainer, pipeline_stages(cfg))

@@ -6,13 +6,12 @@ import pytest
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from safetensors.torch import load_file
 
-from assemblies.presets import mcpv45_tiny
+from assemblies.presets import compose_config, mcpv45_tiny
 from assemblies.training.pipeline import _strategy, train
-from tests.assemblies.training.conftest import compose_train
 
 
 def test_fsdp_wraps_and_checkpoints_each_repeated_layer_class():
-    cfg = compose_train(["+assembly=mcpv45", "scale=tiny", "trainer=fsdp"])
+    cfg = compose_config(["+assembly=mcpv45", "scale=tiny", "trainer=fsdp"])
     model = mcpv45_tiny()
     strategy = _strategy(cfg.trainer, model)
     assert isinstance(strategy, FSDPStrategy)
@@ -24,14 +23,14 @@ def test_fsdp_wraps_and_checkpoints_each_repeated_layer_class():
 
 
 def test_ddp_cpu_uses_gloo():
-    cfg = compose_train(["+assembly=mcpv45", "scale=tiny", "trainer=ddp_cpu"])
+    cfg = compose_config(["+assembly=mcpv45", "scale=tiny", "trainer=ddp_cpu"])
     strategy = _strategy(cfg.trainer, mcpv45_tiny())
     assert isinstance(strategy, DDPStrategy) and strategy._process_group_backend == "gloo"
 
 
 def test_deepspeed_strategy_builds_when_installed():
     pytest.importorskip("deepspeed")
-    cfg = compose_train(["+assembly=mcpv45", "scale=tiny", "trainer=deepspeed"])
+    cfg = compose_config(["+assembly=mcpv45", "scale=tiny", "trainer=deepspeed"])
     assert type(_strategy(cfg.trainer, mcpv45_tiny())).__name__ == "DeepSpeedStrategy"
 
 

@@ -2,43 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.numpy import load_file
 
 from blocks.data.image_processing import (normalize_u8, official_to_patch_rows, patch_rows_to_official, process_image,
                                           split_slices)
 from blocks.data.slicing import plan_slices, slice_image
-
-
-def golden_case(golden_dir, k: int) -> tuple[dict, dict[str, np.ndarray], list[tuple[int, Image.Image]]]:
-    """(json, tensors, [(batch index, PIL image)]) of processor case ``k``; images checked by sha256."""
-    base = golden_dir / "processor" / f"case_{k}"
-    meta = json.loads(base.with_suffix(".json").read_text())
-    tensors = load_file(str(base.with_suffix(".safetensors")))
-    images = []
-    for item in meta["images"]:
-        pixels = tensors[item["key"]]
-        if item["stored"] == "base":  # case 2: a 10x block repeat of a small random image
-            pixels = np.repeat(np.repeat(pixels, item["repeat_factor"], axis=0), item["repeat_factor"], axis=1)
-        assert hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest() == item["sha256_full_uint8_hwc"]
-        images.append((item["batch"], Image.fromarray(pixels)))
-    return meta, tensors, images
+from golden_helpers import golden_case, sha256_f32
 
 
 def official_slices(img: Image.Image, max_slice_nums: int) -> list[torch.Tensor]:
     """Our output of ``img`` converted to the official [3, 14, L] per-slice layout."""
     geometry = plan_slices(img.size, max_slice_nums)
     return [patch_rows_to_official(s) for s in split_slices(process_image(img, geometry), geometry.tgt_sizes)]
-
-
-def sha256_f32(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.contiguous().numpy().astype("<f4").tobytes()).hexdigest()
 
 
 def test_normalisation_values():

@@ -9,7 +9,7 @@ from blocks.batch import Sample, collate
 from blocks.data.official_batch import official_batch
 from blocks.data.processor import MiniCPMVProcessor, ProcessorConfig
 from blocks.data.tokenizer import load_tokenizer
-from test_image_processing import golden_case, sha256_f32
+from golden_helpers import golden_case, sha256_f32
 
 
 @pytest.fixture(scope="module")

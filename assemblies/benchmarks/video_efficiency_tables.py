@@ -1,0 +1,100 @@
+"""The printed tables of the video-efficiency benchmark (``video_efficiency.run`` figures in, text out)."""
+
+from __future__ import annotations
+
+MIB = 2 ** 20
+PHASES = ("tower", "resampler", "prefill", "decode")
+
+
+def _ratio(row: dict, key: str) -> str:
+    low, high = row["ratio_ranges"].get(key, (None, None))
+    spread = f" [{low:.2f}-{high:.2f}]" if low is not None else ""
+    return f"{row['ratios'][key]:.3f}{spread}"
+
+
+def variants_table(figures: dict, frames: str) -> list[str]:
+    """Tokens, prefill time, time to the first token and to the answer per variant, with ratios to (c)."""
+    rows = figures["frames"][frames]
+    lines = [f"{frames} frames of {figures['frame_px']}^2, {figures['question_tokens']} question tokens, "
+             f"{figures['new_tokens']} new tokens; median of {figures['repeats']} interleaved repeats; "
+             f"x(c) = ratio to patch_merger [min-max of the per-repeat ratios]",
+             f"{'variant':<13}{'visual':>7}{'x(c)':>7}{'prompt':>7}{'x(c)':>7}{'prefill s':>10}{'x(c)':>19}"
+             f"{'1st token s':>12}{'x(c)':>19}{'answer s':>9}{'x(c)':>19}{'answer cpu-s':>13}{'x(c)':>19}"]
+    for variant, row in rows.items():
+        s = row["seconds"]
+        line = (f"{variant:<13}{row['visual_tokens']:>7}{row['ratios']['visual_tokens']:>7.3f}"
+                f"{row['prompt_tokens']:>7}{row['ratios']['prompt_tokens']:>7.3f}"
+                f"{s['prefill']:>10.3f}{_ratio(row, 'prefill'):>19}{s['first_token']:>12.2f}"
+                f"{_ratio(row, 'first_token'):>19}{s['answer']:>9.2f}{_ratio(row, 'answer'):>19}"
+                f"{s['cpu_answer']:>13.2f}{_ratio(row, 'cpu_answer'):>19}")
+        lines.append(line)
+    return lines
+
+
+def memory_table(figures: dict, frames: str) -> list[str]:
+    """Peak memory above the weights per variant and visual encoding, with ratios to (c)."""
+    lines = [f"peak memory of one answer at {frames} frames, above weights and input (fresh process each)",
+             f"{'variant':<13}{'encoding':<18}{'rss MiB':>9}{'x(c)':>7}{'tensors MiB':>12}{'x(c)':>7}"
+             f"  {'peak set in':<11}{'weights MiB':>12}"]
+    for variant, row in figures["frames"][frames].items():
+        for label, m in row.get("memory", {}).items():
+            lines.append(f"{variant:<13}{label:<18}{m['rss_bytes'] / MIB:>9.0f}{m['rss_ratio']:>7.2f}"
+                         f"{m['tensor_bytes'] / MIB:>12.0f}{m['tensor_ratio']:>7.2f}  {m['tensor_peak_phase']:<11}"
+                         f"{m['weights_bytes'] / MIB:>12.0f}")
+    return lines
+
+
+def time_split_table(figures: dict, frames: str) -> list[str]:
+    """Median seconds per phase and its share of the answer time, wall clock and process CPU time."""
+    lines = [f"where the time goes at {frames} frames (median s, % of the answer)",
+             f"{'variant':<13}{'clock':<6}" + "".join(f"{phase:>17}" for phase in PHASES) + f"{'answer':>9}"]
+    for variant, row in figures["frames"][frames].items():
+        for clock, prefix in (("wall", ""), ("cpu", "cpu_")):
+            s = {phase: row["seconds"][prefix + phase] for phase in (*PHASES, "answer")}
+            lines.append(f"{variant:<13}{clock:<6}" + "".join(
+                f"{s[p]:>10.3f} ({100 * s[p] / s['answer']:>3.0f}%)" for p in PHASES) + f"{s['answer']:>9.2f}")
+    return lines
+
+
+def sweep_table(figures: dict) -> list[str]:
+    """Ratios of each variant to (c) as the video grows."""
+    labels = list(next(iter(next(iter(figures["frames"].values())).values())).get("memory", {}))
+    lines = ["ratios to patch_merger as frames grow (time: median of per-repeat ratios; memory: rss)",
+             f"{'frames':>6} {'variant':<13}{'visual':>8}{'prefill':>9}{'1st token':>10}{'answer':>8}{'answer cpu':>11}"
+             + "".join(f"{'rss, ' + label:>24}" for label in labels)]
+    for frames, rows in figures["frames"].items():
+        for variant, row in rows.items():
+            if variant == "patch_merger":
+                continue
+            r = row["ratios"]
+            lines.append(f"{frames:>6} {variant:<13}{r['visual_tokens']:>8.3f}{r['prefill']:>9.3f}"
+                         f"{r['first_token']:>10.3f}{r['answer']:>8.3f}{r['cpu_answer']:>11.3f}"
+                         + "".join(f"{row['memory'][label]['rss_ratio']:>24.2f}" for label in labels))
+    return lines
+
+
+def flops_table(figures: dict) -> list[str]:
+    """GFLOPs up to the first token per scale, frame count and variant, with the total's ratio to (c)."""
+    lines = ["GFLOPs to the first token, counted on meta-device models (attention counted dense)",
+             f"{'scale':<6}{'frames':>7} {'variant':<13}{'tower':>10}{'resampler':>10}{'prefill':>10}{'total':>10}{'x(c)':>7}"]
+    for scale, by_frames in figures["flops"].items():
+        for frames, by_variant in by_frames.items():
+            reference = sum(by_variant["patch_merger"].values())
+            for variant, counts in by_variant.items():
+                total = sum(counts.values())
+                lines.append(f"{scale:<6}{frames:>7} {variant:<13}{counts['tower']:>10.4g}{counts['resampler']:>10.4g}"
+                             f"{counts['prefill']:>10.4g}{total:>10.4g}{total / reference:>7.2f}")
+    return lines
+
+
+def print_tables(figures: dict) -> None:
+    """All tables of a ``video_efficiency.run`` result."""
+    print(f"video efficiency, scale={figures['scale']}, {figures['threads']} threads, {figures['cpu_model']}")
+    blocks = [block for frames, rows in figures["frames"].items()
+              for block in (variants_table(figures, frames), time_split_table(figures, frames),
+                            memory_table(figures, frames) if any(row["memory"] for row in rows.values()) else [])
+              if block]
+    blocks.append(sweep_table(figures))
+    if figures["flops"]:
+        blocks.append(flops_table(figures))
+    print("\n\n".join("\n".join(block) for block in blocks))
