@@ -226,10 +226,11 @@ def missing_inputs(cfg: DictConfig, stages: list[DictConfig]) -> list[str]:
 
 def run_config_yaml(cfg: DictConfig) -> str:
     """The resolved config of this run, with the stages it runs only (a recipe stage it skips may name an
-    input left unset, e.g. the full recipe's stage1 when fine-tuning)."""
+    input left unset, e.g. the full recipe's stage1 when fine-tuning). The kept stages are resolved in the
+    whole config first: they may refer to a skipped one (``+experiment=rl_control`` copies rl_hybrid's settings)."""
     run = cfg.copy()
     with open_dict(run):
-        run.stages = {name: cfg.stages[name] for name in cfg.pipeline.stages}
+        run.stages = {name: OmegaConf.to_container(cfg.stages[name], resolve=True) for name in cfg.pipeline.stages}
     return OmegaConf.to_yaml(run, resolve=True)
 
 

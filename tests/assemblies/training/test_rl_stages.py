@@ -102,3 +102,16 @@ def test_rl_stage_with_lora_trains_the_adapters_and_saves_official_keys(fast_cfg
     assert not torch.equal(weights[f"{layer}.q_proj.weight"], start[f"{layer}.q_proj.weight"])
     assert torch.equal(weights[f"{layer}.k_proj.weight"], start[f"{layer}.k_proj.weight"])  # not adapted
     assert torch.equal(weights["vpm.embeddings.patch_embedding.weight"], start["vpm.embeddings.patch_embedding.weight"])
+
+
+def test_the_control_experiment_copies_the_rl_stage_settings_into_the_run_config(tmp_path):
+    import yaml
+
+    from assemblies.presets import compose_config
+    from assemblies.training.config import run_config_yaml
+
+    cfg = compose_config(["+assembly=mcpv45", "scale=tiny", "+experiment=rl_control", f"paths.output_dir={tmp_path}",
+                          "stages.sft_control.init_from=/somewhere", "stages.rl_hybrid.max_steps=7"])
+    stages = yaml.safe_load(run_config_yaml(cfg))["stages"]
+    assert list(stages) == ["sft_control"]  # rl_hybrid is not run, yet its settings are the control's
+    assert stages["sft_control"]["max_steps"] == 7 and stages["sft_control"]["lr"] == dict(cfg.stages.rl_hybrid.lr)
