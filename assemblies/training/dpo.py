@@ -25,8 +25,9 @@ from assemblies.training.datamodule import MultimodalDataModule
 from assemblies.training.module import MLLMModule
 from assemblies.training.preferences import (Preference, PreferenceSet, contradictions, pair_logprobs,
                                              process_prompts, sample_preferences)
+from assemblies.training.rl_data import WrappedBatch
 from assemblies.training.sampling import MixtureBatchSampler
-from blocks.batch import MultimodalBatch, Sample, collate
+from blocks.batch import Sample, collate
 from blocks.data.record import Record
 from blocks.generation import GenerationConfig
 from blocks.rl import dpo_loss
@@ -133,23 +134,10 @@ class PreferenceSource:
 
 
 @dataclass
-class PairBatch:
+class PairBatch(WrappedBatch):
     """``batch``: the pairs' prompts (left padded, row p = pair p); ``pairs``: chosen / rejected and references."""
 
-    batch: MultimodalBatch
     pairs: list[Preference]
-
-    @property
-    def batch_size(self) -> int:
-        return self.batch.batch_size
-
-    @property
-    def attention_mask(self) -> Tensor:
-        return self.batch.attention_mask
-
-    @property
-    def filler(self) -> bool:
-        return self.batch.filler
 
     def to(self, device) -> "PairBatch":
         return PairBatch(self.batch.to(device), self.pairs)

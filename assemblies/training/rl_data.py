@@ -100,12 +100,11 @@ class PromptDataset(Dataset):
 
 
 @dataclass
-class PromptBatch:
-    """A step's prompts: ``batch`` (left padded, no labels) and one ``RLPrompt`` per row (their
-    ``sample`` fields are dropped once collated); ``skipped`` as in ``MultimodalBatch``."""
+class WrappedBatch:
+    """A ``MultimodalBatch`` of prompts (``batch``) with per-row extras in subclasses; what the training
+    loop and the skip counting read of a batch (size, mask, DDP filler) comes from ``batch``."""
 
     batch: MultimodalBatch
-    prompts: list[RLPrompt]
 
     @property
     def batch_size(self) -> int:
@@ -118,6 +117,14 @@ class PromptBatch:
     @property
     def filler(self) -> bool:
         return self.batch.filler
+
+
+@dataclass
+class PromptBatch(WrappedBatch):
+    """A step's prompts: ``batch`` (left padded, no labels) and one ``RLPrompt`` per row (their
+    ``sample`` fields are dropped once collated); ``skipped`` as in ``MultimodalBatch``."""
+
+    prompts: list[RLPrompt]
 
     @property
     def modes(self) -> list[Mode]:
