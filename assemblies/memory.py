@@ -6,7 +6,11 @@ Memory model (per GPU, bytes; activations and temporary buffers are not included
 - gradients: trainable parameters only, in the weight dtype;
 - optimizer: AdamW's two moments in fp32 (8 B) per trainable parameter, plus a 4 B fp32 master copy
   under ``bf16-mixed`` (weights are computed in bf16 but updated in fp32);
-- FSDP full-shard over N GPUs divides all three by N.
+- FSDP full-shard over N GPUs divides all three by N;
+- activations (``activation_bytes``): the tensors autograd keeps for backward, per LLM token and per
+  vision patch of a micro-batch, counted from the layers' structure (docs/benchmarks.md, "Training
+  memory": a saved-tensor probe and a ~200M-parameter run on this CPU check it);
+- a step's peak: weights + gradients + optimizer state + activations (the ~230M run measures 0.95 of it).
 
 A stage trains whole blocks (``trainable``), optionally LoRA adapters on the LLM, and the head its
 objective adds for the stage (stage0's text tower), which is trainable and dropped afterwards.
@@ -93,6 +97,41 @@ def rollout_tokens(objective: object, stage: DictConfig) -> int:
     return 0
 
 
+def activation_bytes(model: MiniCPMV, tokens: int, patches: int, precision: str = "32-true",
+                     grad_checkpointing: bool = False) -> dict[str, int]:
+    """Bytes of the activations one micro-batch keeps for backward: ``tokens`` LLM positions (padded) and
+    ``patches`` vision patches, in the compute dtype.
+
+    Per LLM decoder layer and token (Qwen3, SDPA): the two RMSNorms' input, normalised and scaled outputs
+    (6h), q/k norms, RoPE and attention outputs (4q + 4kv), the MLP's gate, up, activation and product
+    (4m); per vision layer and patch (SigLIP): LayerNorms (4w), q/k/v and attention output (4w), the
+    MLP's two m-wide tensors; the LM head's logits and log-softmax (2 x vocab per token); the resampler
+    about 10 x its width per patch. With gradient checkpointing a layer keeps its input only, and one
+    layer's full set exists again while it is recomputed.
+    """
+    width = WEIGHT_BYTES.get(precision, 4)
+    config = model.llm.config
+    hidden, heads, head_dim = config.hidden_size, config.num_attention_heads, config.head_dim
+    q, kv = heads * head_dim, config.num_key_value_heads * head_dim
+    llm_layer = 6 * hidden + 4 * q + 4 * kv + 4 * config.intermediate_size + 2 * head_dim + 3 * heads
+    llm_layers = config.num_hidden_layers
+    vision_layer, vision_layers, vision_width = 0, 0, 0
+    if hasattr(model.vpm, "encoder"):  # navit_siglip; other towers are not modelled (counted as 0)
+        layers = model.vpm.encoder.layers
+        vision_width, vision_layers = model.vpm.width, len(layers)
+        vision_layer = 8 * vision_width + 2 * layers[0].mlp.fc1.out_features + 8
+    if grad_checkpointing:
+        llm = tokens * (llm_layers * hidden + llm_layer)
+        vision = patches * (vision_layers * vision_width + vision_layer)
+    else:
+        llm = tokens * llm_layers * llm_layer
+        vision = patches * vision_layers * vision_layer
+    head = tokens * (3 * hidden + 2 * config.vocab_size)
+    resampler = patches * 10 * model.resampler.out_dim
+    parts = {"llm": llm * width, "lm_head": head * width, "vision": vision * width, "resampler": resampler * width}
+    return {**parts, "total": sum(parts.values())}
+
+
 def objective_head_params(model: MiniCPMV, objective: DictConfig, vocab_size: int) -> int:
     """Parameters an objective wrapper (e.g. ``ContrastivePretrainer``) adds next to the assembly, built on meta."""
     wrapper = instantiate(objective, _convert_="all")(model=model, vocab_size=vocab_size)
@@ -108,20 +147,28 @@ def describe_model(cfg: DictConfig) -> dict:
     """
     model = build_model(cfg, device="meta")
     total, trainable = model.num_params(), model.num_params(trainable_only=True)
-    stages, vocab_size = [], None
+    stages, vocab_size, tokens = [], None, []
     for node in pipeline_stages(cfg):
-        head, tokens = 0, 0
+        # LLM positions of one micro-batch: the stage's token budget, else batch_size x max_length.
+        tokens.append((int(node.max_tokens or int(node.batch_size) * int(node.max_length)),
+                       bool(node.get("grad_checkpointing"))))
+        head, rollout = 0, 0
         if node.objective is not None and node.objective.get("_partial_", False):  # a wrapper with a head
             vocab_size = vocab_size or len(instantiate(cfg.data.tokenizer))
             head = objective_head_params(model, node.objective, vocab_size)
         elif node.objective is not None:  # RL: no head, no reference model; rollouts hold a KV cache
-            tokens = rollout_tokens(instantiate(node.objective, _convert_="all"), node)
+            rollout = rollout_tokens(instantiate(node.objective, _convert_="all"), node)
         lora = OmegaConf.to_container(node.lora, resolve=True) if node.lora else {}
-        stages.append(Stage(str(node.name), list(node.trainable), lora, head, tokens))
+        stages.append(Stage(str(node.name), list(node.trainable), lora, head, rollout))
     gpus = [int(n) for n in cfg.gpus]
+    rows = []
+    for stage, (count, checkpointing) in zip(stages, tokens):
+        row = stage_memory(model, stage, cfg.precision, gpus)
+        acts = activation_bytes(model, count, 0, cfg.precision, checkpointing)
+        rows.append({**row, "tokens": count, "activations": acts["llm"] + acts["lm_head"]})
+    per_patch = activation_bytes(model, 0, 1000, cfg.precision)["total"]
     return {"params": {k: {"total": total[k], "trainable": trainable[k]} for k in total},
-            "precision": cfg.precision, "gpus": gpus,
-            "stages": [stage_memory(model, s, cfg.precision, gpus) for s in stages]}
+            "precision": cfg.precision, "gpus": gpus, "stages": rows, "activations_per_1000_patches": per_patch}
 
 
 def format_report(report: dict) -> str:
@@ -132,13 +179,18 @@ def format_report(report: dict) -> str:
     unit, scale = ("GiB", GIB) if biggest >= GIB else ("MiB", MIB)  # tiny models read in MiB
     master = " + fp32 master" if report["precision"] == "bf16-mixed" else ""
     lines += ["", f"training memory, {report['precision']}, FSDP full-shard, {unit} (weights + grads + AdamW{master}"
-                  " + the RL stages' rollout KV cache; activations not included; no reference model)",
+                  " + the RL stages' rollout KV cache, no reference model; 'acts': LLM activations of one"
+                  " micro-batch per GPU, not sharded)",
               f"{'stage':<24}{'trainable':<32}{'params':>16}{'weights':>10}{'grads':>9}{'optim':>9}{'KV':>9}{'total':>9}"
-              + "".join(f"{f'/GPU N={n}':>12}" for n in report["gpus"])]
+              + "".join(f"{f'/GPU N={n}':>12}" for n in report["gpus"]) + f"{'tokens':>8}{'acts':>9}"]
     for s in report["stages"]:
         blocks = "+".join(s["trainable_blocks"]) + ("+lora" if s["lora_params"] else "")
         lines.append(f"{s['name']:<24}{blocks:<32}{s['trainable_params']:>16,}{s['weights'] / scale:>10.1f}"
                      f"{s['grads'] / scale:>9.1f}{s['optimizer'] / scale:>9.1f}{s['rollout_kv_cache'] / scale:>9.1f}"
                      f"{s['total'] / scale:>9.1f}"
-                     + "".join(f"{s['per_gpu'][n] / scale:>12.1f}" for n in report["gpus"]))
+                     + "".join(f"{s['per_gpu'][n] / scale:>12.1f}" for n in report["gpus"])
+                     + f"{s['tokens']:>8}{s['activations'] / scale:>9.1f}")
+    lines.append(f"the vision tower and resampler add {report['activations_per_1000_patches'] / MIB:,.0f} MiB of "
+                 "activations per 1,000 patches (a 448 x 448 slice has 1,024);\na step's peak per GPU is about "
+                 "total/GPU + acts + the vision activations (docs/benchmarks.md, 'Training memory')")
     return "\n".join(lines)

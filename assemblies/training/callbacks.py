@@ -13,6 +13,7 @@ import warnings
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from blocks.batch import MultimodalBatch
 
@@ -123,13 +124,21 @@ class Throughput(Callback):
 
 
 class GradNorm(Callback):
-    """Logs ``train/grad_norm``: the global L2 norm of the gradients before clipping, once per optimizer step."""
+    """Logs ``train/grad_norm``: the global L2 norm of the gradients before clipping, once per optimizer step.
+
+    Under FSDP each rank holds the gradients of its own shards: the squared norms are summed over ranks
+    (every rank joins, also one whose shards are all frozen)."""
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer) -> None:
         norms = [p.grad.detach().float().norm() for group in optimizer.param_groups for p in group["params"]
                  if p.grad is not None]
-        if norms:
-            pl_module.log("train/grad_norm", torch.stack(norms).norm(), on_step=True, on_epoch=False)
+        sharded = isinstance(getattr(pl_module, "model", None), FullyShardedDataParallel)
+        if not norms and not sharded:
+            return
+        squared = torch.stack(norms).square().sum() if norms else torch.zeros((), device=pl_module.device)
+        if sharded:
+            squared = trainer.strategy.reduce(squared, reduce_op="sum")
+        pl_module.log("train/grad_norm", squared.sqrt(), on_step=True, on_epoch=False)
 
 
 # Notices Lightning repeats for every stage, none of which asks the user to act.

@@ -53,6 +53,8 @@ class PipelineSchema:
     stop_at_step: Optional[int] = None   # end the current stage early, as if killed (resume testing, time boxes)
     export: bool = True                  # official-format checkpoint after the last stage
     plots: bool = True
+    restart_changed: bool = False        # retrain stages whose stored settings differ (and every later one)
+    check_disk: bool = True              # refuse a run whose estimated checkpoints exceed the free space
 
 
 @dataclass
@@ -105,6 +107,11 @@ class TrainerSchema:
     plugins: Any = None
 
 
+# Schema name -> dataclass; the node it types is ``cfg.<name>``, except ``stage``: each ``cfg.stages.<name>``.
+SCHEMAS = {"stage": StageSchema, "pipeline": PipelineSchema, "data": DataSchema, "trainer": TrainerSchema,
+           "evaluation": EvaluationSchema}
+
+
 def register_schemas() -> None:
     """Store the schemas as group ``schema`` so configs can list ``- optional /schema@_here_: stage``,
     and the ``official_dim`` resolver: ``${official_dim:<dir>,llm_hidden}`` is that size of the official-format
@@ -114,8 +121,7 @@ def register_schemas() -> None:
     """
     OmegaConf.register_new_resolver("official_dim", _official_dim, replace=True, use_cache=True)
     store = ConfigStore.instance()
-    for name, node in (("stage", StageSchema), ("pipeline", PipelineSchema), ("data", DataSchema),
-                       ("trainer", TrainerSchema), ("evaluation", EvaluationSchema)):
+    for name, node in SCHEMAS.items():
         store.store(group="schema", name=name, node=node)
 
 

@@ -8,6 +8,7 @@ processor rejects is a counted, logged skip that travels in ``MultimodalBatch.sk
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -17,6 +18,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from assemblies.training.sampling import MixtureBatchSampler
 from blocks.batch import Sample
+from blocks.data.batching import TokenCounts, measure_lengths
 from blocks.data.dataset import ProcessedDataset, SkippingCollate, first_usable
 from blocks.data.errors import SampleError
 from blocks.data.processor import MiniCPMVProcessor, ProcessorConfig
@@ -63,15 +65,18 @@ class MultimodalDataModule(LightningDataModule):
         eval_batch_size: samples per validation batch.
         num_workers: loader worker processes.
         seed: data seed (train and held-out streams differ by split).
-        max_tokens: padded-token budget per training batch (``batch_size`` caps it); each corpus's
-            typical length is measured on its first ``probe`` records.
-        probe: records processed per corpus to measure its typical length.
+        max_tokens: padded-token budget per training batch (``batch_size`` caps it), checked against
+            the real token count of every sample the stage draws (counted once before training, in
+            the loader workers, by ``count_tokens``).
+        count_tokens: record -> its token count, without building the sample (the processor's
+            ``count_tokens``); default: build the sample with ``process`` and count.
     """
 
     def __init__(self, corpora: dict[str, CorpusFactory], process: Callable[[Record], Sample], pad_id: int,
                  mix: dict[str, float], heldout: Sequence[str], num_batches: int, batch_size: int = 8,
                  train_size: int = 100_000, heldout_size: int = 64, eval_batch_size: int = 16,
-                 num_workers: int = 0, seed: int = 0, max_tokens: int | None = None, probe: int = 4) -> None:
+                 num_workers: int = 0, seed: int = 0, max_tokens: int | None = None,
+                 count_tokens: Callable[[Record], int] | None = None) -> None:
         super().__init__()
         unknown = sorted(set(mix) - set(corpora)) + sorted(set(heldout) - set(corpora))
         if unknown:
@@ -82,8 +87,8 @@ class MultimodalDataModule(LightningDataModule):
         self.num_batches, self.batch_size, self.train_size = num_batches, batch_size, train_size
         self.heldout_size, self.eval_batch_size = heldout_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
-        self.max_tokens, self.probe = max_tokens, probe
-        self.corpus_tokens: list[int] | None = None
+        self.max_tokens = max_tokens
+        self.count_tokens = count_tokens or functools.partial(_processed_length, process)
         self.heldout_tasks: list[str] = []
         self.chance: dict[str, float] = {}  # task -> chance accuracy, when the corpus declares it
         self._heldout_sets: list[Dataset] = []
@@ -98,15 +103,17 @@ class MultimodalDataModule(LightningDataModule):
             # sample stands in, with weight 0, for a micro-batch whose samples were all skipped.
             self._filler = [first_usable(dataset, name) for dataset, name in zip(datasets, self.mix)][0]
             self._train = ConcatDataset(datasets)
-        if self.max_tokens and self.corpus_tokens is None:
-            self.corpus_tokens = [self._typical_tokens(d) for d in self._train.datasets]
         if not self._heldout_sets:
             self._build_heldout()
 
-    def _typical_tokens(self, dataset: ProcessedDataset) -> int:
-        """The longest of the first ``probe`` samples (a skipped one counts as 1 token)."""
-        items = [dataset[i] for i in range(min(self.probe, len(dataset)))]
-        return max([item.num_tokens for item in items if isinstance(item, Sample)] or [1])
+    def _measure(self, sampler: MixtureBatchSampler) -> None:
+        """Give ``sampler`` the real token count of every item it may draw (per corpus, in the workers)."""
+        lengths = []
+        for dataset, items in zip(self._train.datasets, sampler.candidates()):
+            counts = TokenCounts(dataset.source, self.count_tokens)
+            lengths.append(dict(zip(items, measure_lengths(Subset(counts, items), num_workers=self.num_workers))))
+        sampler.set_lengths(lengths)
+        log.info("token budget %d: measured %d drawn samples", self.max_tokens, sum(len(x) for x in lengths))
 
     def _build_heldout(self) -> None:
         """One validation set per task, in first-seen order, from each held-out corpus."""
@@ -133,8 +140,14 @@ class MultimodalDataModule(LightningDataModule):
                                       self.batch_size, self.num_batches, seed=self.seed,
                                       rank=trainer.global_rank if trainer else 0,
                                       world_size=trainer.world_size if trainer else 1, start_step=start,
-                                      max_tokens=self.max_tokens, corpus_tokens=self.corpus_tokens)
+                                      max_tokens=self.max_tokens)
+        if self.max_tokens:
+            self._measure(sampler)
         return self._loader(self._train, filler=self._filler, batch_sampler=sampler)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(d, batch_size=self.eval_batch_size, shuffle=False) for d in self._heldout_sets]
+
+
+def _processed_length(process: Callable[[Record], Sample], record: Record) -> int:
+    return process(record).num_tokens

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from assemblies.training.metrics import AnswerMetrics
 from assemblies.training.config import instantiate
+from assemblies.training.sharding import UnitMaterializer, fsdp_options, shard
 from assemblies.training.stages import add_lora, param_groups
 from blocks.batch import MultimodalBatch
 from blocks.data.dataset import SkipReport
@@ -54,6 +56,8 @@ class MLLMModule(LightningModule):
         weight_decay: applied to matrices only.
         model_config: what ``model`` is, as plain config (``build_trained_model``); saved, so that a
             checkpoint rebuilds the module.
+        materializer: for a model built on the meta device: FSDP wraps it in ``configure_model`` and
+            this materialises it unit by unit (``assemblies.training.sharding``).
     """
 
     not_hyperparameters: tuple[str, ...] = ()  # subclasses' init args that are objects, not config
@@ -61,18 +65,34 @@ class MLLMModule(LightningModule):
     def __init__(self, model: nn.Module | None = None, *, optimizer: Mapping, scheduler: Mapping | None,
                  lr: dict[str, float], total_steps: int, heldout_tasks: list[str] = (),
                  decode: Callable[[list[int]], str] | None = None, weight_decay: float = 0.0,
-                 model_config: Mapping | None = None) -> None:
+                 model_config: Mapping | None = None, materializer: UnitMaterializer | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "decode", *self.not_hyperparameters])
+        self.save_hyperparameters(ignore=["model", "decode", "materializer", *self.not_hyperparameters])
         if model is None and model_config is None:
             raise ValueError("give the model, or the model_config that builds it")
         self.model = model if model is not None else build_trained_model(**model_config)
+        self.materializer = materializer
+        # FSDP turns parameters into flat 1-D shards; weight decay goes by the shapes they had.
+        self.param_ndims = {name: p.ndim for name, p in self.model.named_parameters()}
         self.optimizer_config, self.scheduler_config = optimizer, scheduler
         self.lr, self.total_steps, self.weight_decay = dict(lr), total_steps, weight_decay
         self.heldout_tasks = list(heldout_tasks)
         self.decode = decode or (lambda ids: " ".join(map(str, ids)))
         self.task_metrics = nn.ModuleList(AnswerMetrics() for _ in self.heldout_tasks)
         self.skips = SkipReport()
+
+    def configure_model(self) -> None:
+        if self.materializer is not None and not isinstance(self.model, FullyShardedDataParallel):
+            strategy = self.trainer.strategy
+            self.model = shard(self.model, self.materializer, strategy.root_device,
+                               **fsdp_options(strategy, self.model))
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if isinstance(self.model, FullyShardedDataParallel) and gradient_clip_val and gradient_clip_algorithm != "value":
+            # The norm over all shards (Lightning refuses norm clipping under FSDP: it lacks the root module).
+            self.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def transfer_batch_to_device(self, batch: MultimodalBatch, device: torch.device, dataloader_idx: int):
         return batch.to(device)
@@ -123,7 +143,7 @@ class MLLMModule(LightningModule):
         # Parameters come from trainer.model: under FSDP that is the wrapped module, whose (original,
         # use_orig_params) parameters are the ones the optimizer must own.
         owned = {id(p) for p in self.trainer.model.parameters() if p.requires_grad}
-        groups = param_groups(self.model, self.lr, self.weight_decay)
+        groups = param_groups(self.model, self.lr, self.weight_decay, ndims=self.param_ndims)
         for group in groups:
             group["params"] = [p for p in group["params"] if id(p) in owned]
         optimizer = instantiate(self.optimizer_config)([g for g in groups if g["params"]])

@@ -25,12 +25,14 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from assemblies.checkpoints.files import checkpoint_files
 from assemblies.checkpoints.model_dir import tokenizer_digest
+from assemblies.checkpoints.official import load_tensors_into, parameters_on_meta
 from assemblies.contrastive import ContrastivePretrainer
 from assemblies.training import report
 from assemblies.training.callbacks import Throughput, quiet_lightning
 from assemblies.training.checkpointing import AtomicCheckpointIO, atomic_path, resume_checkpoint
-from assemblies.training.config import (check_targets, instantiate, missing_inputs, pipeline_stages, recipe_stages,
+from assemblies.training.config import (check_targets, instantiate, pipeline_stages, recipe_stages,
                                         resolve_precision, run_config_yaml, to_plain)
 from assemblies.training.contrastive_module import ContrastiveModule
 from assemblies.training.curves import plot_curves
@@ -39,10 +41,12 @@ from assemblies.training.dpo import DpoModule, DpoObjective, PreferenceDataModul
 from assemblies.training.generation_eval import stage_evaluation
 from assemblies.training.grpo import GrpoModule, GrpoObjective
 from assemblies.training.module import MLLMModule
+from assemblies.training.preflight import check_settings, preflight
 from assemblies.training.rl_data import PromptDataModule
 from assemblies.training.run_tokenizer import TOKENIZER_DIR, pin_tokenizer
+from assemblies.training.sharding import UnitMaterializer, full_state_dict
 from assemblies.training.stages import add_lora, freeze, merge_lora
-from assemblies.training.weights import WEIGHTS_FILE, load_weights, save_weights
+from assemblies.training.weights import WEIGHTS_FILE, hf_model_type, load_weights, save_weights, tensor_index
 from blocks.answers import MODES
 from blocks.generation.tokens import generation_token_ids
 
@@ -67,7 +71,7 @@ def check_capacity(model_cfg: DictConfig, trainer_cfg: DictConfig, stages: list[
     precision = precision if precision in WEIGHT_BYTES else "32-true"  # unmodelled: assume the largest
     use_gpu = torch.cuda.is_available() and trainer_cfg.accelerator in ("auto", "gpu", "cuda")
     devices = int(trainer_cfg.devices) if use_gpu and str(trainer_cfg.devices).isdigit() else 1
-    shards = devices * int(trainer_cfg.num_nodes) if "fsdp" in str(trainer_cfg.strategy).lower() or \
+    shards = devices * int(trainer_cfg.num_nodes) if uses_fsdp(trainer_cfg) or \
         "deepspeed" in str(trainer_cfg.strategy).lower() else 1
     need = max(stage_memory(model, Stage(str(s.name), list(s.trainable), to_plain(s.lora) or {}), precision,
                             [shards])["per_gpu"][shards] for s in stages)
@@ -86,20 +90,48 @@ def check_capacity(model_cfg: DictConfig, trainer_cfg: DictConfig, stages: list[
             f"{have / 2**30:.0f} GiB. Use GPUs with FSDP (trainer=fsdp, e.g. 8 x 80 GB) or the tiny scale: scale=tiny")
 
 
-def _stage_init(model: nn.Module, stage: DictConfig, previous_dir: Path | None, tokenizer) -> None:
+def uses_fsdp(trainer_cfg: DictConfig) -> bool:
+    """The trainer shards parameters with FSDP: the model is then built on meta and materialised per unit."""
+    return "fsdp" in str(trainer_cfg.strategy).lower()
+
+
+def _init_source(stage: DictConfig, previous_dir: Path | None):
+    """What ``init_from`` loads: None (keep the model's weights), a weights file, a directory or {block: dir}."""
     source = stage.init_from
     if source in (None, "none"):
-        return
+        return None
     if source == "previous":
         if previous_dir is None:
-            return  # first stage of the run: nothing before it
+            return None  # first stage of the run: nothing before it
         weights = previous_dir / WEIGHTS_FILE
         if not weights.is_file():
             raise FileNotFoundError(f"stage {stage.name}: init_from=previous but {weights} does not exist; run the "
                                     f"previous stage in this output dir first or set stages.{stage.name}.init_from=<dir>")
-        load_weights(model, weights)
-        return
-    load_weights(model, to_plain(source) if isinstance(source, DictConfig) else source, tokenizer=tokenizer)
+        return weights
+    return to_plain(source) if isinstance(source, DictConfig) else source
+
+
+def _meta_stage_model(cfg: DictConfig, stage: DictConfig, carried: Path | None,
+                      previous_dir: Path | None) -> tuple[nn.Module, UnitMaterializer]:
+    """A fresh assembly on meta and what materialises it per FSDP unit: the weights the run carries so far
+    (the last finished stage's file), overlaid by the stage's ``init_from``; random init where neither reaches."""
+    if stage.lora or stage.objective is not None:
+        raise SystemExit(f"stage {stage.name}: LoRA and objective stages are not built on meta for FSDP yet; "
+                         "train them with trainer=ddp, deepspeed or one device")
+    source = _init_source(stage, previous_dir)
+    blocks = source.items() if isinstance(source, dict) else []
+    converted = [f"{block}: {location}" for block, location in blocks if hf_model_type(location)]
+    if converted:
+        raise SystemExit(f"stage {stage.name}: init_from names Hugging Face directories ({', '.join(converted)}), "
+                         "which are converted on load and cannot be read per FSDP unit; run this stage without "
+                         "FSDP (it trains the resampler only in the full recipe) or init from its weights file")
+    with parameters_on_meta():
+        model = instantiate(cfg.model)
+    index = {}
+    for weights in (carried, source):
+        if weights is not None:
+            index.update(tensor_index(weights))
+    return model, UnitMaterializer(model, int(cfg.seed), weights=index)
 
 
 def _callbacks(cfg: DictConfig, stage_dir: Path) -> list[pl.Callback]:
@@ -140,17 +172,19 @@ def _data_options(cfg: DictConfig, stage: DictConfig, tokenizer, process_factory
     """Keyword arguments of ``MultimodalDataModule`` for ``stage`` (the RL data modules take them too)."""
     accumulate = int(stage.accumulate_grad_batches)
     heldout_corpora = cfg.data.heldout if stage.heldout is None else stage.heldout
+    processor = process_factory(max_length=int(stage.max_length))
     return dict(corpora={name: instantiate(node) for name, node in cfg.data.corpora.items()},
-                process=process_factory(max_length=int(stage.max_length)), pad_id=tokenizer.pad_token_id,
+                process=functools.partial(processor, mode="train"), pad_id=tokenizer.pad_token_id,
                 mix=to_plain(stage.data.mix), heldout=list(heldout_corpora),
                 num_batches=int(stage.max_steps) * accumulate, batch_size=int(stage.batch_size),
                 train_size=cfg.data.train_size, heldout_size=cfg.data.heldout_size,
                 eval_batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers, seed=int(cfg.seed),
-                max_tokens=stage.max_tokens)
+                max_tokens=stage.max_tokens, count_tokens=functools.partial(processor.count_tokens, mode="train"))
 
 
 def build_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: Path, tokenizer,
-                process_factory) -> tuple[nn.Module, MultimodalDataModule, MLLMModule, int]:
+                process_factory, materializer: UnitMaterializer | None = None
+                ) -> tuple[nn.Module, MultimodalDataModule, MLLMModule, int]:
     """What trains in ``stage``: (the module trained: the assembly or its objective's wrapper, the data
     module, the Lightning module, optimizer steps per data batch).
 
@@ -169,14 +203,16 @@ def build_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir:
                           weight_decay=float(cfg.get("weight_decay", 0.0)),
                           model_config={"model": to_plain(cfg.model), "lora": to_plain(stage.lora),
                                         "objective": None if rl else to_plain(stage.objective),
-                                        "vocab_size": len(tokenizer)})
+                                        "vocab_size": len(tokenizer)},
+                          materializer=materializer)
     if not rl:
         data = MultimodalDataModule(**options)
         data.setup("fit")
         module_class = ContrastiveModule if isinstance(trained, ContrastivePretrainer) else MLLMModule
         return trained, data, module_class(trained, heldout_tasks=data.heldout_tasks, **module_options), 1
-    prompt_processors = {mode: process_factory(max_length=int(stage.max_length), mode="inference",
-                                               enable_thinking=mode == "long") for mode in MODES}
+    prompt_processors = {mode: functools.partial(process_factory(max_length=int(stage.max_length),
+                                                                 enable_thinking=mode == "long"), mode="inference")
+                         for mode in MODES}
     ids = generation_token_ids(tokenizer)
     if isinstance(objective, GrpoObjective):
         data = PromptDataModule(**options, prompt_processors=prompt_processors,
@@ -197,18 +233,25 @@ def build_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir:
 
 
 def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: Path, tokenizer,
-              process_factory, intro: dict | None = None) -> dict:
-    """Fit one stage; returns its report (losses, held-out metrics, throughput; ``intro``: what it trains on)."""
+              process_factory, intro: dict | None = None, materializer: UnitMaterializer | None = None) -> dict:
+    """Fit one stage; returns its report (losses, held-out metrics, throughput; ``intro``: what it trains on).
+    With ``materializer``, ``model`` is on meta and FSDP materialises it per unit (``assemblies.training.sharding``)."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     if stage.lora:
         add_lora(model, **to_plain(stage.lora))
-    trained, data, module, steps_per_batch = build_stage(cfg, model, stage, stage_dir, tokenizer, process_factory)
+    trained, data, module, steps_per_batch = build_stage(cfg, model, stage, stage_dir, tokenizer, process_factory,
+                                                         materializer)
     frozen = freeze(trained, list(stage.trainable), lora_targets_llm=bool(stage.lora))
     if hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(bool(stage.grad_checkpointing))
     accumulate = int(stage.accumulate_grad_batches)
     throughput = Throughput()
-    generation = stage_evaluation(cfg, model, stage, stage_dir, tokenizer, list(data.heldout_names), steps_per_batch)
+    # Generation reads the blocks outside FSDP's forward, which under sharding hold only this rank's shard.
+    generation = None if materializer else stage_evaluation(cfg, model, stage, stage_dir, tokenizer,
+                                                            list(data.heldout_names), steps_per_batch)
+    if materializer and cfg.get("evaluation") and cfg.evaluation.modes:
+        log.info("stage %s: generation-based evaluation is off under FSDP (teacher-forced held-out metrics stay); "
+                 "run tasks/evaluate.py on the stage's weights", stage.name)
     stop = cfg.pipeline.stop_at_step
     trainer = instantiate(cfg.trainer, _convert_="all", precision=resolve_precision(cfg.trainer.precision),
                           strategy=_strategy(cfg.trainer, model),
@@ -234,8 +277,9 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     heldout = trainer.validate(module, datamodule=data, verbose=False)[0] if finished or not stop else {}
     if stage.lora:
         merge_lora(model)
+    state = full_state_dict(module.model) if finished and materializer else model  # gathering is a collective
     if finished and trainer.is_global_zero:
-        save_weights(model, stage_dir / WEIGHTS_FILE)
+        save_weights(state, stage_dir / WEIGHTS_FILE)
     result = report.stage_result(stage.name, stage_dir, heldout, module.chance(data), throughput.summary(), seconds,
                                  trainable=frozen.trainable, steps=steps, finished=finished,
                                  generation=generation.final if generation else None,
@@ -265,16 +309,16 @@ def train(cfg: DictConfig) -> float:
     """Run ``cfg.pipeline.stages`` in order; returns ``cfg.optimized_metric`` of the last stage (for sweepers)."""
     if "model" not in cfg or "_target_" not in cfg.model:
         raise SystemExit("no model in the config: train with an assembly, e.g. `python tasks/train.py +assembly=mcpv45`")
+    check_settings(cfg)
     check_targets(cfg)
     try:
         stages = pipeline_stages(cfg)
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    problems = missing_inputs(cfg, stages)  # first: the model's sizes may come from one (+experiment=finetune)
-    if problems:
-        raise SystemExit("this run needs:\n  " + "\n  ".join(problems))
+    start = preflight(cfg, stages)  # first: the model's sizes may come from an input (+experiment=finetune)
     check_capacity(cfg.model, cfg.trainer, stages)
     quiet_lightning()
+    start()
     with compute_threads(cfg.get("threads"), int(cfg.data.get("num_workers", 0))):
         return _run_pipeline(cfg, stages)
 
@@ -288,18 +332,20 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
         (output_dir / "config.yaml").write_text(run_config_yaml(cfg))
 
     tokenizer = pin_tokenizer(instantiate(cfg.data.tokenizer), output_dir / TOKENIZER_DIR, write=main_process)
-    model = instantiate(cfg.model)
+    sharded = uses_fsdp(cfg.trainer)
+    with parameters_on_meta() if sharded else contextlib.nullcontext():
+        model = instantiate(cfg.model)
     vocab = model.llm.get_input_embeddings().num_embeddings
     if len(tokenizer) > vocab:
         raise SystemExit(f"the tokenizer has {len(tokenizer)} tokens but the LLM embeds only {vocab}")
     tokens_per_group = model.resampler.tokens_per_group
 
-    def process_factory(max_length: int, mode: str = "train", enable_thinking: bool = False):
-        processor = instantiate(cfg.data.processor)(tokenizer=tokenizer, tokens_per_group=tokens_per_group,
-                                                    max_length=max_length, enable_thinking=enable_thinking)
-        return functools.partial(processor, mode=mode)
+    def process_factory(max_length: int, enable_thinking: bool = False):
+        return instantiate(cfg.data.processor)(tokenizer=tokenizer, tokens_per_group=tokens_per_group,
+                                               max_length=max_length, enable_thinking=enable_thinking)
 
     results, previous_dir, seen = [], None, set()
+    carried = None  # the weights a sharded run has reached (the last finished stage's file)
     all_names = recipe_stages(cfg)  # a stage's "previous" is the one before it in the recipe
     for stage in stages:
         stage_dir = output_dir / stage.name
@@ -308,14 +354,24 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
             previous_dir = output_dir / all_names[index - 1]
         if cfg.pipeline.resume and (stage_dir / "result.json").is_file() and (stage_dir / WEIGHTS_FILE).is_file():
             log.info("stage %s already finished in %s: loading its weights", stage.name, stage_dir)
-            load_weights(model, stage_dir / WEIGHTS_FILE)
+            if sharded:
+                carried = stage_dir / WEIGHTS_FILE
+            else:
+                load_weights(model, stage_dir / WEIGHTS_FILE)
             results.append(json.loads((stage_dir / "result.json").read_text()))
         else:
             intro = report.stage_intro(stage, cfg.data.corpora, seen)
             if main_process:
                 report.announce(report.intro_text(stage.name, intro))
-            _stage_init(model, stage, previous_dir, tokenizer)
-            results.append(run_stage(cfg, model, stage, stage_dir, tokenizer, process_factory, intro))
+            if sharded:
+                model, materializer = _meta_stage_model(cfg, stage, carried, previous_dir)
+                results.append(run_stage(cfg, model, stage, stage_dir, tokenizer, process_factory, intro, materializer))
+                carried = stage_dir / WEIGHTS_FILE
+            else:
+                source = _init_source(stage, previous_dir)
+                if source is not None:
+                    load_weights(model, source, tokenizer=tokenizer)
+                results.append(run_stage(cfg, model, stage, stage_dir, tokenizer, process_factory, intro))
             if not results[-1]["finished"]:
                 log.info("stopped stage %s at step %d (pipeline.stop_at_step)", stage.name, results[-1]["steps"])
                 break
@@ -330,6 +386,10 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
     pinned = output_dir / TOKENIZER_DIR
     summary["tokenizer"] = {"dir": str(pinned), "sha256": tokenizer_digest(pinned)}
     if cfg.pipeline.export and results and results[-1]["finished"]:
+        if sharded:  # rank 0 alone assembles the whole model, from the last stage's file
+            with parameters_on_meta():
+                model = instantiate(cfg.model)
+            load_tensors_into(model, checkpoint_files(carried), str(carried), dtype=None)
         processor = instantiate(cfg.data.processor)(tokenizer=tokenizer, tokens_per_group=tokens_per_group)
         # The released checkpoints are bf16; a model trained in fp32 (CPU) is exported as it is, bit for bit.
         fp32 = str(resolve_precision(cfg.trainer.precision)).startswith("32")

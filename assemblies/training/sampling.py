@@ -8,18 +8,23 @@ config).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
+
+from blocks.data.batching import budget_prefix
 
 
 class MixtureBatchSampler(Sampler[list[int]]):
     """Batches of indices into the concatenation of corpora of ``sizes``, corpora drawn by ``weights``.
 
-    With ``max_tokens``, a batch is filled by token budget instead of count: samples are drawn until
-    the next one would push the padded size (longest x count, from each corpus's typical length
-    ``corpus_tokens``) past the budget, so video-heavy batches hold fewer samples than image batches.
+    Every step draws ``batch_size`` samples (a corpus by weight, then an item of it). With
+    ``max_tokens`` the batch keeps the longest prefix of those draws whose padded size (longest real
+    length x count, ``blocks.data.batching.budget_prefix``) fits the budget, so no batch exceeds it
+    (a single sample longer than the budget is a batch of its own). The lengths are the real token
+    counts of the drawn items (``set_lengths``; ``candidates`` lists which items need one). When the
+    budget does not bind, the batches are exactly those drawn without ``max_tokens``.
 
     Args:
         sizes: length of each corpus (indices ``offset[k] .. offset[k] + sizes[k] - 1`` in the concat).
@@ -30,12 +35,11 @@ class MixtureBatchSampler(Sampler[list[int]]):
         rank, world_size: data-parallel position.
         start_step: first batch to yield (resume); ``len()`` stays ``num_batches``.
         max_tokens: padded-token budget per batch (None: exactly ``batch_size`` samples).
-        corpus_tokens: typical tokens per sample of each corpus (needed with ``max_tokens``).
     """
 
     def __init__(self, sizes: Sequence[int], weights: Sequence[float], batch_size: int, num_batches: int,
                  seed: int = 0, rank: int = 0, world_size: int = 1, start_step: int = 0,
-                 max_tokens: int | None = None, corpus_tokens: Sequence[int] | None = None) -> None:
+                 max_tokens: int | None = None) -> None:
         if len(sizes) != len(weights) or not sizes:
             raise ValueError(f"need one weight per corpus: sizes={list(sizes)} weights={list(weights)}")
         if any(n <= 0 for n in sizes) or any(w < 0 for w in weights) or sum(weights) <= 0:
@@ -45,26 +49,38 @@ class MixtureBatchSampler(Sampler[list[int]]):
         self.probs = np.asarray(weights, dtype=float) / sum(weights)
         self.batch_size, self.num_batches = batch_size, num_batches
         self.seed, self.rank, self.world_size, self.start_step = seed, rank, world_size, start_step
-        if max_tokens is not None and (corpus_tokens is None or len(corpus_tokens) != len(sizes)):
-            raise ValueError("max_tokens needs corpus_tokens: one typical length per corpus")
         self.max_tokens = max_tokens
-        self.corpus_tokens = np.asarray(corpus_tokens if corpus_tokens is not None else [1] * len(sizes))
+        self.lengths: list[Mapping[int, int]] | None = None
 
-    def _corpora(self, rng: np.random.Generator) -> np.ndarray:
-        """Corpus of each sample of one batch: ``batch_size`` draws, or as many as the budget admits."""
-        if self.max_tokens is None:
-            return rng.choice(len(self.sizes), size=self.batch_size, p=self.probs)
-        # Draw a generous pool at once (one RNG call keeps the stream simple), keep the prefix that fits.
-        pool = rng.choice(len(self.sizes), size=self.batch_size, p=self.probs)
-        longest = np.maximum.accumulate(self.corpus_tokens[pool])
-        fits = longest * np.arange(1, len(pool) + 1) <= self.max_tokens
-        return pool[: max(1, int(fits.sum()))]  # the padded size only grows, so `fits` is a prefix
+    def draws(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(corpus, item inside it) of the ``batch_size`` samples drawn for batch ``step`` of this rank."""
+        rng = np.random.default_rng([self.seed, step, self.rank, self.world_size])
+        corpora = rng.choice(len(self.sizes), size=self.batch_size, p=self.probs)
+        return corpora, rng.integers(0, self.sizes[corpora])
+
+    def candidates(self) -> list[list[int]]:
+        """Per corpus, the sorted items this rank may draw from ``start_step`` on: whose lengths are needed."""
+        items: list[set[int]] = [set() for _ in self.sizes]
+        for step in range(self.start_step, self.num_batches):
+            for corpus, item in zip(*self.draws(step)):
+                items[corpus].add(int(item))
+        return [sorted(s) for s in items]
+
+    def set_lengths(self, lengths: Sequence[Mapping[int, int]]) -> None:
+        """Per corpus, item -> real token count, for at least the ``candidates``."""
+        if len(lengths) != len(self.sizes):
+            raise ValueError(f"need the lengths of {len(self.sizes)} corpora, got {len(lengths)}")
+        self.lengths = list(lengths)
 
     def batch(self, step: int) -> list[int]:
         """The indices of batch ``step`` for this rank."""
-        rng = np.random.default_rng([self.seed, step, self.rank, self.world_size])
-        corpora = self._corpora(rng)
-        items = rng.integers(0, self.sizes[corpora])
+        corpora, items = self.draws(step)
+        if self.max_tokens is not None:
+            if self.lengths is None:
+                raise RuntimeError("max_tokens needs the drawn samples' lengths: call set_lengths first")
+            lengths = [self.lengths[c][int(i)] for c, i in zip(corpora, items)]
+            keep = budget_prefix(lengths, self.max_tokens, self.batch_size)
+            corpora, items = corpora[:keep], items[:keep]
         return (self.offsets[corpora] + items).tolist()
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -9,9 +9,11 @@ recipe table. One ``freeze`` call applies it and reports what it did.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from torch import nn
+from torch.distributed.fsdp._common_utils import clean_tensor_name
 
 from assemblies.contrastive import OBJECTIVE_HEADS
 from assemblies.mllm import SLOTS
@@ -67,10 +69,13 @@ def freeze(model: nn.Module, trainable: list[str], lora_targets_llm: bool = Fals
     return report
 
 
-def param_groups(model: nn.Module, lr: dict[str, float], weight_decay: float = 0.0) -> list[dict]:
+def param_groups(model: nn.Module, lr: dict[str, float], weight_decay: float = 0.0,
+                 ndims: Mapping[str, int] | None = None) -> list[dict]:
     """One optimizer group per block (and per decay/no-decay), trainable parameters only.
 
     Biases and norm weights (1-D tensors) get no weight decay, the usual transformer convention.
+    ``ndims`` (``"vpm.encoder.layers.0.mlp.fc1.weight" -> 2``) gives the dimensions of parameters that
+    FSDP has turned into flat 1-D shards (names are compared without FSDP's wrapper prefixes).
 
     Raises:
         ValueError: a block has trainable parameters but no entry in ``lr``.
@@ -84,8 +89,9 @@ def param_groups(model: nn.Module, lr: dict[str, float], weight_decay: float = 0
             continue
         if name not in lr:
             raise ValueError(f"block {name!r} is trainable but the stage sets no lr for it (lr: {dict(lr)})")
-        decay = [p for n, p in named if p.ndim > 1]
-        no_decay = [p for n, p in named if p.ndim <= 1]
+        dims = [(ndims or {}).get(f"{name}.{clean_tensor_name(n)}", p.ndim) for n, p in named]
+        decay = [p for (_, p), ndim in zip(named, dims) if ndim > 1]
+        no_decay = [p for (_, p), ndim in zip(named, dims) if ndim <= 1]
         for params, wd, suffix in ((decay, weight_decay, ""), (no_decay, 0.0, "/no_decay")):
             if params:
                 groups.append({"params": params, "lr": float(lr[name]), "weight_decay": wd, "name": name + suffix})

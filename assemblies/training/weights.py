@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -30,6 +31,40 @@ from blocks.vision import NaViTSiglip
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
+
+
+def weights_files(location: str | Path) -> dict[str, Path]:
+    """``checkpoint_files(location)``, refusing by name what is easily passed instead of weights.
+
+    Raises:
+        FileNotFoundError: ``location`` does not exist, or is a training run directory (its stages named).
+        ValueError: ``location`` is a Lightning ``.ckpt`` (or a folder of them): pickled, never loaded here.
+    """
+    path = Path(location)
+    if not path.exists():
+        raise FileNotFoundError(f"no safetensors weights at {path}: it does not exist")
+    lightning = path.suffix == ".ckpt" if path.is_file() else any(path.glob("*.ckpt")) and not any(
+        path.glob("*.safetensors"))
+    if lightning:
+        folder = path.parent if path.is_file() else path
+        instead = "a stage's weights, <run dir>/<stage>/" + WEIGHTS_FILE + ", or that stage directory"
+        if folder.name == "checkpoints":  # <run dir>/<stage>/checkpoints/last.ckpt
+            later = "" if (folder.parent / WEIGHTS_FILE).is_file() else " (written when the stage finishes)"
+            instead = f"the stage's weights, {folder.parent / WEIGHTS_FILE}{later}, or its directory {folder.parent}"
+        raise ValueError(f"{path} is a Lightning training checkpoint (pickled, with optimizer state; this project "
+                         f"never unpickles): pass {instead}")
+    if path.is_dir() and (path / "config.yaml").is_file() and not any(path.glob("*.safetensors")):
+        recipe = list((yaml.safe_load((path / "config.yaml").read_text()) or {}).get("stages") or {})
+        stages = sorted((weights.parent for weights in path.glob(f"*/{WEIGHTS_FILE}")),  # recipe order, else age
+                        key=lambda stage: (recipe.index(stage.name) if stage.name in recipe else len(recipe),
+                                           (stage / WEIGHTS_FILE).stat().st_mtime_ns))
+        if not stages:
+            raise FileNotFoundError(f"{path} is a training run directory with no finished stage (no "
+                                    f"<stage>/{WEIGHTS_FILE}): pass a stage directory once its stage has finished")
+        raise FileNotFoundError(f"{path} is a training run directory; its stages' weights are in "
+                                f"{', '.join(stage.name + '/' for stage in stages)}: pass one of those, e.g. "
+                                f"{stages[-1]} (the last stage)")
+    return checkpoint_files(path)
 
 
 def hf_model_type(location: str | Path) -> str | None:
@@ -78,7 +113,7 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, str | Path]
             continue
         key_prefix = f"{prefix}." if prefix else ""
         # One tensor at a time: a whole-model file never sits in memory next to the model.
-        for file, keys in names_per_file(checkpoint_files(location)).items():
+        for file, keys in names_per_file(weights_files(location)).items():
             with safe_open(str(file), framework="pt") as handle:
                 for key in keys:
                     name = key_prefix + key
@@ -102,11 +137,25 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, str | Path]
     return missing
 
 
-def save_weights(model: nn.Module, path: str | Path) -> Path:
-    """All parameters and persistent buffers of ``model`` as one safetensors file (contiguous copies)."""
+def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | Path) -> Path:
+    """All parameters and persistent buffers of ``model`` (or a state dict) as one safetensors file
+    (contiguous copies)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    tensors = model.state_dict() if isinstance(model, nn.Module) else model
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
     with atomic_path(path) as partial:  # a kill mid-write leaves the previous file, not a truncated one
         save_file(state, str(partial))
     return path
+
+
+def tensor_index(source: str | Path | Mapping[str, str | Path]) -> dict[str, tuple[Path, str]]:
+    """Model key -> (safetensors file, key inside it) for an ``init_from`` source (the forms above), without
+    reading any tensor: what FSDP units load their own tensors from (``assemblies.training.sharding``)."""
+    sources = source.items() if isinstance(source, Mapping) else [("", source)]
+    index = {}
+    for prefix, location in sources:
+        key_prefix = f"{prefix}." if prefix else ""
+        for key, file in checkpoint_files(location).items():
+            index[key_prefix + key] = (file, key)
+    return index

@@ -39,6 +39,35 @@ from blocks.data.slicing import plan_slices
 log = logging.getLogger(__name__)
 
 
+def budget_prefix(lengths: Sequence[int] | np.ndarray, max_tokens: int, max_batch_size: int | None = None) -> int:
+    """How many leading samples of ``lengths`` form one batch: the most whose padded size
+    ``max(length) * count`` is at most ``max_tokens`` (and at most ``max_batch_size``), at least 1.
+
+    The one batching rule of the project: ``TokenBudgetBatchSampler`` applies it to length-sorted pools,
+    the training mixture (``assemblies.training.sampling``) to the samples it draws for a step.
+    """
+    padded = np.maximum.accumulate(np.maximum(np.asarray(lengths, dtype=np.int64), 1)) * np.arange(1, len(lengths) + 1)
+    count = int(np.argmin(padded <= max_tokens)) if (padded > max_tokens).any() else len(padded)
+    return max(1, min(count, max_batch_size or count))
+
+
+class TokenCounts(Dataset):
+    """``count(source[i])``: the token count of every record without building its sample (the input of
+    ``measure_lengths`` for token-budget batching); a record that fails counts 0 and is skipped later."""
+
+    def __init__(self, source: Sequence, count: Callable[[object], int]) -> None:
+        self.source, self.count = source, count
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> int:
+        try:
+            return int(self.count(self.source[index]))
+        except SampleError:
+            return 0
+
+
 class TokenBudgetBatchSampler(Sampler[list[int]]):
     """Yields lists of dataset indices whose padded length ``max(len) * count`` is at most ``max_tokens``.
 
@@ -99,17 +128,11 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def _fill(self, indices: np.ndarray) -> list[list[int]]:
         """Greedy batches over ``indices`` sorted by length: the longest (last) sample sets the padded size."""
-        batches, current, longest = [], [], 0
-        for index in indices.tolist():
-            length = int(self.lengths[index])
-            full = self.max_batch_size is not None and len(current) >= self.max_batch_size
-            if current and (full or max(longest, length) * (len(current) + 1) > self.max_tokens):
-                batches.append(current)
-                current, longest = [], 0
-            current.append(index)
-            longest = max(longest, length)
-        if current:
-            batches.append(current)
+        batches, rest = [], indices.tolist()
+        while rest:
+            count = budget_prefix(self.lengths[rest], self.max_tokens, self.max_batch_size)
+            batches.append(rest[:count])
+            rest = rest[count:]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -128,7 +151,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
 def measure_lengths(dataset: Dataset, cache_path: str | os.PathLike | None = None, key: str = "",
                     num_workers: int = 0) -> list[int]:
-    """Token count of every item of ``dataset`` (a ``ProcessedDataset``; skipped items count 0), cached.
+    """Token count of every item of ``dataset`` (a ``ProcessedDataset`` or ``TokenCounts``; skipped items
+    count 0), cached.
 
     The cache (JSON) is reused when it holds as many lengths as the dataset has items and the same
     ``key``; put whatever changes lengths into ``key`` (data file, processor settings).
@@ -179,4 +203,6 @@ def estimate_lengths(source: OfficialJsonDataset, count_text_tokens: Callable[[s
 
 def _length(item: object) -> int:
     # Runs in the worker: only an int crosses the process boundary, not the sample's pixels.
+    if isinstance(item, int):  # TokenCounts already counted
+        return item
     return item.num_tokens if isinstance(item, Sample) else 0

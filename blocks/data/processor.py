@@ -71,15 +71,23 @@ class MiniCPMVProcessor:
         self.id_start, self.id_end, self.unk_id = ids(markers.im_id_start), ids(markers.im_id_end), ids(markers.unk)
 
     def __call__(self, record: Record, mode: str = "train") -> Sample:
+        ids, labels, layout, order = self._tokens(record, mode)
+        return self._sample(record, order, ids, labels if mode == "train" else None, layout)
+
+    def count_tokens(self, record: Record, mode: str = "train") -> int:
+        """``len(self(record, mode).input_ids)``, with the same length reductions and errors, but without
+        the pixel work (slicing plans need image sizes only): real lengths for token-budget batching."""
+        return len(self._tokens(record, mode)[0])
+
+    def _tokens(self, record: Record, mode: str) -> tuple[list[int], np.ndarray, _Layout, list[tuple[str, int]]]:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         turns = self._turns(record, mode)
-        order = _media_order(turns)
         layout = _Layout([self._plan(img, self.config.max_slice_nums) for img in record.images],
                          [list(range(len(v.groups))) for v in record.videos], self.config.max_slice_nums)
         ids, labels = self._encode(record, turns, layout, mode)
         ids, labels, layout = self._fit(record, turns, layout, mode, ids, labels)
-        return self._sample(record, order, ids, labels if mode == "train" else None, layout)
+        return ids, labels, layout, _media_order(turns)
 
     # -- text ---------------------------------------------------------------------------------
     def _turns(self, record: Record, mode: str) -> list[dict]:

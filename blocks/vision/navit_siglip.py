@@ -60,12 +60,29 @@ def navit_position_ids(tgt_sizes: Tensor, grid: int = 70) -> Tensor:
 class SiglipNaViTEmbeddings(nn.Module):
     """Patch embedding + stretched 2-D position embedding, on packed patch rows."""
 
-    def __init__(self, width: int, patch_size: int = 14, position_grid: int = 70, channels: int = 3) -> None:
+    def __init__(self, width: int, patch_size: int = 14, position_grid: int = 70, channels: int = 3,
+                 position_init: PositionInit = "normal") -> None:
         super().__init__()
         self.patch_size = patch_size
         self.position_grid = position_grid
+        self.position_init = position_init
         self.patch_embedding = nn.Conv2d(channels, width, kernel_size=patch_size, stride=patch_size)
         self.position_embedding = nn.Embedding(position_grid * position_grid, width)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """LeCun-normal patch kernel (N(0, 1/fan_in) truncated at 2 sigma, sigma corrected for the
+        truncation), zero bias; the position table as ``position_init`` says (``NaViTSiglip.init_weights``)."""
+        patch = self.patch_embedding
+        sigma = patch.weight[0].numel() ** -0.5 / TRUNCATED_NORMAL_STD
+        nn.init.trunc_normal_(patch.weight, std=sigma, a=-2 * sigma, b=2 * sigma)
+        nn.init.zeros_(patch.bias)
+        position = self.position_embedding.weight
+        if self.position_init == "sincos":
+            grid = self.position_grid
+            position.copy_(sincos_2d(grid, grid, position.shape[1]).reshape(grid * grid, -1))
+        else:
+            nn.init.normal_(position, std=position.shape[1] ** -0.5)
 
     def forward(self, patches: Tensor, tgt_sizes: Tensor) -> Tensor:
         """patches [N, C*P*P], tgt_sizes [S, 2] -> [N, D]."""
@@ -113,7 +130,7 @@ class NaViTSiglip(nn.Module):
         self.position_init = position_init
         self.patch_size = patch_size
         self.layer_classes: tuple[type, ...] = (SiglipEncoderLayer,)
-        self.embeddings = SiglipNaViTEmbeddings(width, patch_size, position_grid)
+        self.embeddings = SiglipNaViTEmbeddings(width, patch_size, position_grid, position_init=position_init)
         self.encoder = SiglipEncoder([SiglipEncoderLayer(width, num_heads, mlp_dim, attn_backend)
                                       for _ in range(depth)])
         self.post_layernorm = nn.LayerNorm(width, eps=LAYER_NORM_EPS)
@@ -130,30 +147,14 @@ class NaViTSiglip(nn.Module):
         ``position_init="sincos"`` starts the table as the 2-D sincos grid instead (the table the
         resampler adds to its keys): values in [-1, 1], about as large as a patch's embedding, so a
         shape's place is in the features the queries average (docs/tiny_recipe.md, "Position").
+
+        Each part has its own ``reset_parameters`` (embeddings, every layer, the final norm), so a
+        tower created on the meta device is materialised one FSDP unit at a time with the same init.
         """
-        patch = self.embeddings.patch_embedding
-        # LeCun normal: N(0, 1/fan_in) truncated at 2 sigma, sigma corrected for the truncation.
-        sigma = patch.weight[0].numel() ** -0.5 / TRUNCATED_NORMAL_STD
-        nn.init.trunc_normal_(patch.weight, std=sigma, a=-2 * sigma, b=2 * sigma)
-        nn.init.zeros_(patch.bias)
-        position = self.embeddings.position_embedding.weight
-        if self.position_init == "sincos":
-            grid = self.embeddings.position_grid
-            position.copy_(sincos_2d(grid, grid, self.width).reshape(grid * grid, self.width))
-        else:
-            nn.init.normal_(position, std=self.width ** -0.5)
+        self.embeddings.reset_parameters()
         for layer in self.encoder.layers:
-            attn, mlp = layer.self_attn, layer.mlp
-            for proj in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj):
-                nn.init.xavier_uniform_(proj.weight)
-                nn.init.zeros_(proj.bias)
-            for fc in (mlp.fc1, mlp.fc2):
-                nn.init.xavier_uniform_(fc.weight)
-                nn.init.normal_(fc.bias, std=1e-6)
-        for norm in self.modules():
-            if isinstance(norm, nn.LayerNorm):
-                nn.init.ones_(norm.weight)
-                nn.init.zeros_(norm.bias)
+            layer.reset_parameters()
+        self.post_layernorm.reset_parameters()
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each layer's activations in backward (torch.utils.checkpoint, non-reentrant)."""

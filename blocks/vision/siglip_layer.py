@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -79,6 +80,21 @@ class SiglipEncoderLayer(nn.Module):
         self.layer_norm1 = nn.LayerNorm(width, eps=LAYER_NORM_EPS)
         self.mlp = SiglipMLP(width, mlp_dim)
         self.layer_norm2 = nn.LayerNorm(width, eps=LAYER_NORM_EPS)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """SigLIP's initialisation of a layer (big_vision / HF): xavier-uniform projections with zero
+        biases, xavier-uniform MLP weights with N(0, 1e-6) biases, unit LayerNorms. Also what
+        materialises a layer created on the meta device (``assemblies.training.sharding``)."""
+        attn, mlp = self.self_attn, self.mlp
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            nn.init.zeros_(proj.bias)
+        for fc in (mlp.fc1, mlp.fc2):
+            nn.init.xavier_uniform_(fc.weight)
+            nn.init.normal_(fc.bias, std=1e-6)
+        for norm in (self.layer_norm1, self.layer_norm2):
+            norm.reset_parameters()
 
     def _residual_block(self, x: Tensor, attend: Callable[[Tensor], Tensor]) -> Tensor:
         x = x + attend(self.layer_norm1(x))

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from assemblies.contrastive import ContrastivePretrainer
-from assemblies.memory import Stage, describe_model, lora_params, stage_memory
+from assemblies.benchmarks.measure import LiveTensorBytes
+from assemblies.benchmarks.train_step import _batch
+from assemblies.memory import Stage, activation_bytes, describe_model, lora_params, stage_memory
 from assemblies.presets import compose_config, mcpv45_tiny
 from assemblies.training.stages import add_lora, freeze, param_groups
 from blocks.data.tokenizer import tiny_tokenizer
@@ -87,3 +89,19 @@ def test_rl_stages_hold_the_policy_alone_plus_their_rollouts_kv_cache():
 def test_unmodelled_precision_is_refused():
     with pytest.raises(ValueError, match="precision 'fp8' not modelled"):
         stage_memory(mcpv45_tiny(), Stage("all", ["llm"]), "fp8", [1])
+
+
+def test_activation_estimate_equals_the_tensors_alive_after_a_forward():
+    # A model wide enough that the per-token terms dominate (as at full size): LLM 256 wide, vision 128.
+    model = mcpv45_tiny(["dims.llm_hidden=256", "dims.llm_heads=4", "dims.llm_kv_heads=2", "dims.llm_head_dim=64",
+                         "dims.llm_mlp=768", "dims.vision_width=128", "dims.vision_mlp=512", "dims.queries=64"])
+    batch = _batch(2, 100, (16, 16), model.resampler.tokens_per_group([(16, 16)]), model.llm.config.vocab_size)
+    inputs = [v for v in vars(batch).values() if isinstance(v, torch.Tensor)]
+    with LiveTensorBytes([*model.parameters(), *inputs]) as probe:
+        loss = model(batch).loss
+        probe.release_expired()
+    estimate = activation_bytes(model, batch.input_ids.numel(), batch.patches.shape[0])
+    assert probe.current == pytest.approx(estimate["total"], rel=0.1), (probe.current, estimate)
+    del loss
+    checkpointed = activation_bytes(model, batch.input_ids.numel(), batch.patches.shape[0], grad_checkpointing=True)
+    assert checkpointed["llm"] < estimate["llm"] / 1.5 and checkpointed["lm_head"] == estimate["lm_head"]

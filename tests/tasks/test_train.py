@@ -36,6 +36,25 @@ def test_without_an_assembly_it_says_how_to_choose_one(tmp_path):
     assert "+assembly=<name> (available: mcpv45)" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # a Hydra process (~50 s on the loaded 2-core machine)
+def test_help_without_an_assembly_shows_the_config_and_how_to_choose_one(tmp_path):
+    done = _train("--help", f"hydra.run.dir={tmp_path}", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr and "InterpolationResolutionError" not in done.stderr
+    assert "\npipeline:\n" in done.stdout and "\nstages:\n" in done.stdout  # the composed config
+    assert "no assembly chosen, so the config above is +assembly=mcpv45's" in done.stdout
+
+
+@pytest.mark.slow  # a Hydra process (~50 s on the loaded 2-core machine)
+def test_a_run_directory_that_cannot_be_created_stops_with_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    done = _train(*FAST, f"hydra.run.dir={tmp_path}/a_file/run", timeout=300)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (f"cannot write to the output directory {tmp_path}/a_file/run (hydra.run.dir): "
+                                   f"Not a directory ({tmp_path}/a_file/run). Choose a directory you can write: "
+                                   "hydra.run.dir=<dir> on the command line (paths.output_dir follows it)")
+
+
 @pytest.mark.slow
 def test_tiny_pipeline_runs_every_stage_exports_and_plots(tmp_path):
     done = _train(*FAST, f"hydra.run.dir={tmp_path}")

@@ -242,16 +242,19 @@ class DocumentCorpus(SyntheticCorpus):
         return self._image_record(record_id, task, image, question, answer, meta)
 
     def _reasoning(self, record: Record) -> str:
+        """The line that states the asked fact (for a box: the fact's other line, which the box's
+        corruption does not touch), then the answer. No line numbers: they are not written on the page."""
         lines, facts = record.meta["lines"], record.meta["facts"]
         if record.task == "doc_knowledge":
             country = next(c for c, k in facts if k == record.answer)
-            row = next(i for i, line in enumerate(lines) if country in line and record.answer in line)
-            return f'Line {row + 1} says "{lines[row]}".\nSo the capital of {country} is {record.answer}.'
+            line = next(line for line in lines if country in line and record.answer in line)
+            return f'The page says "{line}".\nSo the capital of {country} is {record.answer}.'
+        words = record.answer.split(" ")
         steps = []
-        for text, level, row in zip(record.answer.split(" "), record.meta["levels"], record.meta["target_rows"]):
+        for text, level, row in zip(words, record.meta["levels"], record.meta["target_rows"]):
             fact = next(f for f in facts if text in f)
-            twin = next(i for i, line in enumerate(lines) if i != row and all(word in line for word in fact))
-            state = "clean" if level == "clean" else f"{level}-corrupted"
-            steps.append(f'The box on line {row + 1} is {state}. Line {twin + 1} states the same fact: '
-                         f'"{lines[twin]}". So the boxed word is {text}.')
+            twin = next(line for i, line in enumerate(lines) if i != row and all(word in line for word in fact))
+            steps.append(f'Box: {level}. The same fact reads "{twin}".')
+        many = len(words) > 1
+        steps.append(f"So the boxed word{'s are' if many else ' is'} {record.answer}.")
         return "\n".join(steps)

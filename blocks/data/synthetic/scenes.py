@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from blocks.data.record import Record
 from blocks.data.synthetic.base import SyntheticCorpus
+from blocks.data.synthetic.captions import place_name
 from blocks.data.synthetic.shapes import (COLOURS, SHAPES, Shape, canvas, draw_shapes, place, scatter, scene_radius,
                                            shape_meta)
 
@@ -22,6 +23,8 @@ POSITIONS = ("left", "right", "top", "bottom")
 COUNT_QUESTIONS = ("How many shapes are there?", "How many objects are in the image?", "Count the shapes.")
 COLOUR_QUESTIONS = ("What colour is the {kind}?", "Which colour does the {kind} have?",
                     "Name the colour of the {kind}.")
+# The place (``captions.place_name``) of each answer's band: the outer third on that side, the middle third across.
+SIDE_PLACES = {"left": "middle left", "right": "middle right", "top": "top middle", "bottom": "bottom middle"}
 POSITION_QUESTIONS = ("Where is the {kind}?", "On which side is the {kind}?", "Where is the {kind} placed?")
 
 
@@ -66,21 +69,19 @@ class SceneCorpus(SyntheticCorpus):
         return self._image_record(record_id, task, image, question, answer, shape_meta(shapes))
 
     def _reasoning(self, record: Record) -> str:
-        shapes = record.meta["shapes"]
-        seen = "; ".join(f"a {colour} {kind} at ({x}, {y})" for kind, colour, x, y in shapes)
-        steps = [f"The image is {self.image_size} px wide. I see {seen}."]
-        kind, colour, x, y = shapes[0]  # the asked-about object comes first
-        if record.task == "scene_count":
-            steps.append(f"That is {len(shapes)} shape{'s' if len(shapes) > 1 else ''}.")
-        elif record.task == "scene_colour":
-            steps.append(f"The only {kind} is {colour}.")
-        else:
-            third = self.image_size / 3
-            column = ("left", "centre", "right")[min(2, int(x // third))]
-            row = ("top", "middle", "bottom")[min(2, int(y // third))]
-            steps.append(f"The only {kind} is in the {column} column and the {row} row, so it is at the "
-                         f"{record.answer}.")
-        return "\n".join(steps)
+        """One line per shape from left to right with its place on the 3 x 3 grid of the dense captions
+        ("red circle at top left"), then the answer. Places, not pixels: a 16-token image shows where a
+        shape is, not its coordinates."""
+        shapes = [Shape(kind, colour, x, y, 0.0) for kind, colour, x, y in record.meta["shapes"]]
+        places = [place_name(s, self.image_size) for s in shapes]
+        target = shapes[0]  # the asked-about object comes first
+        if record.task == "scene_position":  # its band is that side's cell; the rounded centre may sit on an edge
+            places[0] = SIDE_PLACES[record.answer]
+        seen = [f"{s.label} at {where}" for s, where in sorted(zip(shapes, places), key=lambda pair: pair[0].x)]
+        conclusion = {"scene_count": f"So the number of shapes is {record.answer}.",
+                      "scene_colour": f"So the {target.kind} is {record.answer}.",
+                      "scene_position": f"So the {target.kind} is at the {record.answer}."}[record.task]
+        return "\n".join([*seen, conclusion])
 
     @staticmethod
     def _distractors(rng: random.Random, target: str) -> list[tuple[str, str]]:

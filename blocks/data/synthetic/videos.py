@@ -74,16 +74,22 @@ class VideoCorpus(SyntheticCorpus):
                       task=task, answer=answer, meta=meta)
 
     def _reasoning(self, record: Record) -> str:
+        """What changes over the frames, in words (where the shape starts and ends, which shape comes
+        first, the light's on/off runs), then the answer."""
         meta = record.meta
         if record.task == "video_direction":
-            (x0, y0), (x1, y1) = meta["path"][0], meta["path"][-1]
-            return (f"In the first frame the {meta['kind']} is at ({x0}, {y0}); in the last frame "
-                    f"({len(meta['path'])}) at ({x1}, {y1}).\nSo it moves {record.answer}.")
+            start, end = {"left": ("right", "left"), "right": ("left", "right"),
+                          "up": ("bottom", "top"), "down": ("top", "bottom")}[record.answer]
+            return (f"The {meta['kind']} starts at the {start} and ends at the {end}.\n"
+                    f"So it moves {record.answer}.")
         if record.task == "video_order":
-            first = "\n".join(f"The {colour} one appears in frame {frame + 1}." for colour, frame in meta["appear"])
-            return f"{first}\nSo the {record.answer} one came first."
-        states = ", ".join("on" if on else "off" for on in meta["pattern"])
-        return f"The light per frame: {states}.\nIt turns on {record.answer} time{'s' if record.answer != '1' else ''}."
+            (first, _), (second, _) = meta["appear"]
+            return f"First the {first} one appears, then the {second} one.\nSo the first one is {record.answer}."
+        pattern = meta["pattern"]
+        lit = [i for i, on in enumerate(pattern) if on]
+        runs = [on for i, on in enumerate(pattern[lit[0]:lit[-1] + 1]) if i == 0 or on != pattern[lit[0] + i - 1]]
+        states = ", ".join("on" if on else "off" for on in runs)
+        return f"The light goes {states}.\nSo the number of flashes is {record.answer}."
 
     def _frame(self, shapes: list[Shape]) -> Image.Image:
         return draw_shapes(canvas(self.frame_size), shapes)

@@ -35,16 +35,25 @@ def test_bad_mixture_is_rejected():
         MixtureBatchSampler([0], [1.0], 2, 2)
 
 
-def test_token_budget_fills_batches_by_padded_length():
-    # Corpus 0: 40-token samples, corpus 1: 400-token videos. Budget 800 padded tokens, cap 32 samples.
-    sampler = MixtureBatchSampler([100, 100], [0.5, 0.5], batch_size=32, num_batches=50, seed=0,
-                                  max_tokens=800, corpus_tokens=[40, 400])
+def test_token_budget_holds_for_the_real_length_of_every_drawn_sample():
+    # Corpus 0: 40-token samples; corpus 1: lengths from 40 to 760 tokens, a different one per item.
+    sampler = MixtureBatchSampler([100, 100], [0.5, 0.5], batch_size=32, num_batches=50, seed=0, max_tokens=800)
+    lengths = [dict.fromkeys(range(100), 40), {i: 40 + 40 * (i % 19) for i in range(100)}]
+    needed = sampler.candidates()
+    assert set(needed[0]) <= set(range(100)) and len(needed[1]) > 50
+    sampler.set_lengths(lengths)
+    sizes = []
     for batch in sampler:
-        lengths = [40 if i < 100 else 400 for i in batch]
-        assert max(lengths) * len(lengths) <= 800 or len(batch) == 1
-        assert len(batch) <= 20
-    only_images = MixtureBatchSampler([100, 100], [1.0, 0.0], batch_size=32, num_batches=3, max_tokens=800,
-                                      corpus_tokens=[40, 400])
-    assert all(len(b) == 20 for b in only_images)  # 20 x 40 = 800
-    with pytest.raises(ValueError, match="corpus_tokens"):
-        MixtureBatchSampler([10], [1.0], 2, 2, max_tokens=100)
+        real = [lengths[i >= 100][i % 100] for i in batch]
+        assert max(real) * len(real) <= 800
+        sizes.append(len(batch))
+    assert min(sizes) < 5 and max(sizes) >= 10  # long draws shrink a batch, short ones fill it
+
+
+def test_a_budget_that_never_binds_keeps_the_fixed_size_batches():
+    fixed = list(MixtureBatchSampler([100, 100], [0.3, 0.7], batch_size=8, num_batches=20, seed=5))
+    budget = MixtureBatchSampler([100, 100], [0.3, 0.7], batch_size=8, num_batches=20, seed=5, max_tokens=8 * 50)
+    budget.set_lengths([dict.fromkeys(range(100), 50)] * 2)
+    assert list(budget) == fixed
+    with pytest.raises(RuntimeError, match="set_lengths"):
+        list(MixtureBatchSampler([10], [1.0], 2, 2, max_tokens=100))
