@@ -27,7 +27,7 @@ class StageSchema:
     name: str = "???"
     trainable: list[str] = field(default_factory=list)       # blocks: vpm | resampler | llm | contrastive
     lr: dict[str, float] = field(default_factory=dict)        # per block param group
-    data: dict[str, Any] = field(default_factory=dict)        # mix: {corpus: weight}
+    data: dict[str, Any] = field(default_factory=dict)        # mix: {corpus: weight}; RL: verifier: {corpus: kind}
     max_length: int = 2048
     max_steps: int = 1000
     batch_size: int = 8                                       # samples per batch (the cap with max_tokens)
