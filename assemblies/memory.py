@@ -14,6 +14,11 @@ Memory model (per GPU, bytes; activations and temporary buffers are not included
 
 A stage trains whole blocks (``trainable``), optionally LoRA adapters on the LLM, and the head its
 objective adds for the stage (stage0's text tower), which is trainable and dropped afterwards.
+
+RL stages (GRPO, DPO) hold no reference model and no head: the policy is the only model (DPO's
+reference log-probs are numbers computed before training). They add the KV cache of their rollouts:
+2 (keys, values) x layers x KV heads x head dim x weight bytes per token, for the rows generated at
+once (prompts per engine call x samples) at prompt + new tokens each.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class Stage:
     trainable: list[str]
     lora: dict = field(default_factory=dict)
     head_params: int = 0      # parameters of the objective's head (always trainable)
+    rollout_tokens: int = 0   # RL: tokens whose KV cache sampling holds at once (rows x sequence length)
 
 
 def lora_params(llm: nn.Module, r: int, target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS) -> int:
@@ -61,10 +67,34 @@ def stage_memory(model: MiniCPMV, stage: Stage, precision: str, gpus: list[int])
     weights = (counts["total"] + adapters + stage.head_params) * width
     grads = trainable * width
     optimizer = trainable * (8 + (4 if precision == "bf16-mixed" else 0))
+    kv_cache = stage.rollout_tokens * kv_bytes_per_token(model.llm, width)
     total = weights + grads + optimizer
+    # Sharding splits the parameters' three terms; each GPU samples its own rows, so the cache stays whole.
     return {"name": stage.name, "trainable_blocks": stage.trainable, "lora_params": adapters,
             "trainable_params": trainable, "weights": weights, "grads": grads, "optimizer": optimizer,
-            "total": total, "per_gpu": {n: total / n for n in gpus}}
+            "rollout_kv_cache": kv_cache, "total": total + kv_cache,
+            "per_gpu": {n: total / n + kv_cache for n in gpus}}
+
+
+def kv_bytes_per_token(llm: nn.Module, width: int) -> int:
+    """Bytes of keys and values one token adds to the LLM's KV cache."""
+    config = llm.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * width
+
+
+def rollout_tokens(objective: object, stage: DictConfig) -> int:
+    """Tokens an RL stage's sampling holds in its KV cache at once (0 for other objectives)."""
+    from assemblies.training.dpo import DpoObjective
+    from assemblies.training.grpo import GrpoObjective
+
+    if isinstance(objective, GrpoObjective):
+        prompts = min(objective.chunk_prompts or int(stage.batch_size), int(stage.batch_size))
+        return prompts * objective.samples_per_prompt * (int(stage.max_length) + max(objective.max_new_tokens.values()))
+    if isinstance(objective, DpoObjective):
+        prompts = min(objective.prompts, objective.chunk_prompts)
+        return prompts * objective.samples_per_prompt * (int(stage.max_length) + objective.max_new_tokens)
+    return 0
 
 
 def activation_bytes(model: MiniCPMV, tokens: int, patches: int, precision: str = "32-true",
@@ -103,8 +133,8 @@ def activation_bytes(model: MiniCPMV, tokens: int, patches: int, precision: str 
 
 
 def objective_head_params(model: MiniCPMV, objective: DictConfig, vocab_size: int) -> int:
-    """Parameters an objective (e.g. ``ContrastivePretrainer``) adds next to the assembly, built on meta."""
-    wrapper = instantiate(objective)(model=model, vocab_size=vocab_size)
+    """Parameters an objective wrapper (e.g. ``ContrastivePretrainer``) adds next to the assembly, built on meta."""
+    wrapper = instantiate(objective, _convert_="all")(model=model, vocab_size=vocab_size)
     return sum(p.numel() for name in OBJECTIVE_HEADS if hasattr(wrapper, name)
                for p in getattr(wrapper, name).parameters())
 
@@ -122,12 +152,14 @@ def describe_model(cfg: DictConfig) -> dict:
         # LLM positions of one micro-batch: the stage's token budget, else batch_size x max_length.
         tokens.append((int(node.max_tokens or int(node.batch_size) * int(node.max_length)),
                        bool(node.get("grad_checkpointing"))))
-        head = 0
-        if node.objective is not None:
+        head, rollout = 0, 0
+        if node.objective is not None and node.objective.get("_partial_", False):  # a wrapper with a head
             vocab_size = vocab_size or len(instantiate(cfg.data.tokenizer))
             head = objective_head_params(model, node.objective, vocab_size)
+        elif node.objective is not None:  # RL: no head, no reference model; rollouts hold a KV cache
+            rollout = rollout_tokens(instantiate(node.objective, _convert_="all"), node)
         lora = OmegaConf.to_container(node.lora, resolve=True) if node.lora else {}
-        stages.append(Stage(str(node.name), list(node.trainable), lora, head))
+        stages.append(Stage(str(node.name), list(node.trainable), lora, head, rollout))
     gpus = [int(n) for n in cfg.gpus]
     rows = []
     for stage, (count, checkpointing) in zip(stages, tokens):
@@ -146,14 +178,16 @@ def format_report(report: dict) -> str:
     biggest = max((s["total"] for s in report["stages"]), default=0)
     unit, scale = ("GiB", GIB) if biggest >= GIB else ("MiB", MIB)  # tiny models read in MiB
     master = " + fp32 master" if report["precision"] == "bf16-mixed" else ""
-    lines += ["", f"training memory, {report['precision']}, FSDP full-shard, {unit} (weights + grads + AdamW{master};"
-                  " 'acts': LLM activations of one micro-batch per GPU, not sharded)",
-              f"{'stage':<24}{'trainable':<32}{'params':>16}{'weights':>10}{'grads':>9}{'optim':>9}{'total':>9}"
+    lines += ["", f"training memory, {report['precision']}, FSDP full-shard, {unit} (weights + grads + AdamW{master}"
+                  " + the RL stages' rollout KV cache, no reference model; 'acts': LLM activations of one"
+                  " micro-batch per GPU, not sharded)",
+              f"{'stage':<24}{'trainable':<32}{'params':>16}{'weights':>10}{'grads':>9}{'optim':>9}{'KV':>9}{'total':>9}"
               + "".join(f"{f'/GPU N={n}':>12}" for n in report["gpus"]) + f"{'tokens':>8}{'acts':>9}"]
     for s in report["stages"]:
         blocks = "+".join(s["trainable_blocks"]) + ("+lora" if s["lora_params"] else "")
         lines.append(f"{s['name']:<24}{blocks:<32}{s['trainable_params']:>16,}{s['weights'] / scale:>10.1f}"
-                     f"{s['grads'] / scale:>9.1f}{s['optimizer'] / scale:>9.1f}{s['total'] / scale:>9.1f}"
+                     f"{s['grads'] / scale:>9.1f}{s['optimizer'] / scale:>9.1f}{s['rollout_kv_cache'] / scale:>9.1f}"
+                     f"{s['total'] / scale:>9.1f}"
                      + "".join(f"{s['per_gpu'][n] / scale:>12.1f}" for n in report["gpus"])
                      + f"{s['tokens']:>8}{s['activations'] / scale:>9.1f}")
     lines.append(f"the vision tower and resampler add {report['activations_per_1000_patches'] / MIB:,.0f} MiB of "

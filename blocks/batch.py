@@ -196,3 +196,25 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
     """[B, T] positions counting real tokens only, so a left-padded row starts at 0 where its text starts."""
     mask = attention_mask.long()
     return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def select_rows(batch: MultimodalBatch, rows: Sequence[int]) -> MultimodalBatch:
+    """The sub-batch of rows ``rows`` (in that order) with their packed visual groups, slices and patches.
+
+    Groups of one row are contiguous in the packed layout and rows follow each other (``collate``).
+    """
+    rows = list(rows)
+    slice_end = batch.group_sizes.cumsum(0)
+    patch_end = (batch.tgt_sizes[:, 0] * batch.tgt_sizes[:, 1]).cumsum(0)
+    group_rows = batch.image_bound[:, 0].tolist()
+    groups = [g for r in rows for g, row in enumerate(group_rows) if row == r]
+    slices = [s for g in groups for s in range(int(slice_end[g] - batch.group_sizes[g]), int(slice_end[g]))]
+    patches = [p for s in slices for p in range(int(patch_end[s] - batch.tgt_sizes[s].prod()), int(patch_end[s]))]
+    bounds = batch.image_bound[groups].clone()
+    bounds[:, 0] = torch.tensor([rows.index(r) for r in bounds[:, 0].tolist()], dtype=torch.long)
+    index = torch.tensor(rows, dtype=torch.long)
+    return MultimodalBatch(input_ids=batch.input_ids[index], attention_mask=batch.attention_mask[index],
+                           labels=None if batch.labels is None else batch.labels[index],
+                           patches=batch.patches[patches], tgt_sizes=batch.tgt_sizes[slices],
+                           temporal_ids=batch.temporal_ids[slices], group_sizes=batch.group_sizes[groups],
+                           image_bound=bounds, sample_ids=[batch.sample_name(r) for r in rows])

@@ -61,7 +61,8 @@ def test_every_option_composes_and_binds(choice):
 
 def test_pipeline_runs_the_papers_stages_in_order_and_scale_selects_the_recipe():
     full, tiny = _compose(BASE), _compose([*BASE, "scale=tiny"])
-    assert [stage.name for stage in pipeline_stages(full)] == ["stage1", "stage2", "stage3", "sft", "sft_long_cot"]
+    assert [stage.name for stage in pipeline_stages(full)] == ["stage1", "stage2", "stage3", "sft", "sft_long_cot",
+                                                                     "rl_hybrid", "rlaif_dpo"]
     pipeline_stages(tiny)
     assert list(full.stages.stage1.trainable) == ["resampler"]
     assert list(full.stages.stage2.trainable) == ["vpm", "resampler"]
@@ -109,7 +110,8 @@ def test_describe_is_the_training_config_plus_its_report_options():
 
 def test_a_debug_length_names_no_stage_where_the_recipe_lacks_it():
     cfg = _compose([*BASE, "+debug=fast"])  # fast.yaml sets stage0's length; the full recipe has no stage0
-    assert [stage.name for stage in pipeline_stages(cfg)] == ["stage1", "stage2", "stage3", "sft", "sft_long_cot"]
+    assert [stage.name for stage in pipeline_stages(cfg)] == ["stage1", "stage2", "stage3", "sft", "sft_long_cot",
+                                                                     "rl_hybrid", "rlaif_dpo"]
     with pytest.raises(ValueError, match=r"unknown stages \['stage0'\]"):
         pipeline_stages(_compose([*BASE, "pipeline.stages=[stage0]"]))
 

@@ -27,7 +27,7 @@ class StageSchema:
     name: str = "???"
     trainable: list[str] = field(default_factory=list)       # blocks: vpm | resampler | llm | contrastive
     lr: dict[str, float] = field(default_factory=dict)        # per block param group
-    data: dict[str, Any] = field(default_factory=dict)        # mix: {corpus: weight}
+    data: dict[str, Any] = field(default_factory=dict)        # mix: {corpus: weight}; RL: verifier: {corpus: kind}
     max_length: int = 2048
     max_steps: int = 1000
     batch_size: int = 8                                       # samples per batch (the cap with max_tokens)
@@ -39,7 +39,8 @@ class StageSchema:
     grad_checkpointing: bool = False
     val_every: int = 0                                        # steps between held-out evals (0: end only)
     heldout: Optional[list[str]] = None                       # corpora evaluated (None: data.heldout)
-    objective: Any = None                                     # partial (model, vocab_size) -> wrapper; None: next token
+    objective: Any = None                                     # partial (model, vocab_size) -> wrapper; RL settings; None: next token
+    evaluation: Optional[dict[str, Any]] = None               # this stage's changes to the run's `evaluation`
     description: str = ""
 
 
@@ -231,10 +232,11 @@ def missing_inputs(cfg: DictConfig, stages: list[DictConfig]) -> list[str]:
 
 def run_config_yaml(cfg: DictConfig) -> str:
     """The resolved config of this run, with the stages it runs only (a recipe stage it skips may name an
-    input left unset, e.g. the full recipe's stage1 when fine-tuning)."""
+    input left unset, e.g. the full recipe's stage1 when fine-tuning). The kept stages are resolved in the
+    whole config first: they may refer to a skipped one (``+experiment=rl_control`` copies rl_hybrid's settings)."""
     run = cfg.copy()
     with open_dict(run):
-        run.stages = {name: cfg.stages[name] for name in cfg.pipeline.stages}
+        run.stages = {name: OmegaConf.to_container(cfg.stages[name], resolve=True) for name in cfg.pipeline.stages}
     return OmegaConf.to_yaml(run, resolve=True)
 
 

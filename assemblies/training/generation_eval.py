@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from assemblies.chat import Chat
@@ -83,11 +83,15 @@ class GenerationEvaluation(Callback):
 
 
 def stage_evaluation(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: Path, tokenizer,
-                     heldout: Sequence[str]) -> GenerationEvaluation | None:
-    """The callback for a stage that trains the LLM's outputs (None for a stage with its own objective,
-    e.g. contrastive pre-training, or with ``evaluation.modes`` empty)."""
+                     heldout: Sequence[str], steps_per_batch: int = 1) -> GenerationEvaluation | None:
+    """The callback for a stage that trains the LLM's outputs, SFT or RL (None for a stage whose objective
+    wraps the assembly, e.g. contrastive pre-training, or with ``evaluation.modes`` empty).
+    ``steps_per_batch``: optimizer steps per stage step (several updates per RL rollout batch)."""
     settings = cfg.get("evaluation")
-    if stage.objective is not None or settings is None or not settings.modes:
+    if settings is not None and stage.get("evaluation"):  # e.g. larger held-out sets where a proof needs them
+        settings = OmegaConf.merge(settings, stage.evaluation)
+    wrapped = stage.objective is not None and stage.objective.get("_partial_", False)
+    if wrapped or settings is None or not settings.modes:
         return None
     processor_config = instantiate(cfg.data.processor)(tokenizer=tokenizer,
                                                        tokens_per_group=model.resampler.tokens_per_group).config
@@ -101,5 +105,5 @@ def stage_evaluation(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage
                "max_new_tokens": to_plain(settings.max_new_tokens)}
     return GenerationEvaluation(make_chat, HeldoutSet(corpora, int(settings.per_task), int(cfg.seed)),
                                 HeldoutSet(corpora, int(settings.during_per_task), int(cfg.seed)),
-                                int(settings.every_n_steps), int(stage.max_steps), options,
+                                int(settings.every_n_steps), int(stage.max_steps) * steps_per_batch, options,
                                 stage_dir / PREDICTIONS_FILE)

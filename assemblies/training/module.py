@@ -60,12 +60,14 @@ class MLLMModule(LightningModule):
             this materialises it unit by unit (``assemblies.training.sharding``).
     """
 
+    not_hyperparameters: tuple[str, ...] = ()  # subclasses' init args that are objects, not config
+
     def __init__(self, model: nn.Module | None = None, *, optimizer: Mapping, scheduler: Mapping | None,
                  lr: dict[str, float], total_steps: int, heldout_tasks: list[str] = (),
                  decode: Callable[[list[int]], str] | None = None, weight_decay: float = 0.0,
                  model_config: Mapping | None = None, materializer: UnitMaterializer | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "decode", "materializer"])
+        self.save_hyperparameters(ignore=["model", "decode", "materializer", *self.not_hyperparameters])
         if model is None and model_config is None:
             raise ValueError("give the model, or the model_config that builds it")
         self.model = model if model is not None else build_trained_model(**model_config)

@@ -37,13 +37,18 @@ from assemblies.training.config import (check_targets, instantiate, pipeline_sta
 from assemblies.training.contrastive_module import ContrastiveModule
 from assemblies.training.curves import plot_curves
 from assemblies.training.datamodule import MultimodalDataModule
+from assemblies.training.dpo import DpoModule, DpoObjective, PreferenceDataModule, PreferenceSource
 from assemblies.training.generation_eval import stage_evaluation
+from assemblies.training.grpo import GrpoModule, GrpoObjective
 from assemblies.training.module import MLLMModule
 from assemblies.training.preflight import check_settings, preflight
+from assemblies.training.rl_data import PromptDataModule
 from assemblies.training.run_tokenizer import TOKENIZER_DIR, pin_tokenizer
 from assemblies.training.sharding import UnitMaterializer, full_state_dict
 from assemblies.training.stages import add_lora, freeze, merge_lora
 from assemblies.training.weights import WEIGHTS_FILE, hf_model_type, load_weights, save_weights, tensor_index
+from blocks.answers import MODES
+from blocks.generation.tokens import generation_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +168,70 @@ def _strategy(trainer_cfg: DictConfig, model: nn.Module):
     return instantiate(strategy)
 
 
+def _data_options(cfg: DictConfig, stage: DictConfig, tokenizer, process_factory) -> dict:
+    """Keyword arguments of ``MultimodalDataModule`` for ``stage`` (the RL data modules take them too)."""
+    accumulate = int(stage.accumulate_grad_batches)
+    heldout_corpora = cfg.data.heldout if stage.heldout is None else stage.heldout
+    processor = process_factory(max_length=int(stage.max_length))
+    return dict(corpora={name: instantiate(node) for name, node in cfg.data.corpora.items()},
+                process=functools.partial(processor, mode="train"), pad_id=tokenizer.pad_token_id,
+                mix=to_plain(stage.data.mix), heldout=list(heldout_corpora),
+                num_batches=int(stage.max_steps) * accumulate, batch_size=int(stage.batch_size),
+                train_size=cfg.data.train_size, heldout_size=cfg.data.heldout_size,
+                eval_batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers, seed=int(cfg.seed),
+                max_tokens=stage.max_tokens, count_tokens=functools.partial(processor.count_tokens, mode="train"))
+
+
+def build_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: Path, tokenizer,
+                process_factory, materializer: UnitMaterializer | None = None
+                ) -> tuple[nn.Module, MultimodalDataModule, MLLMModule, int]:
+    """What trains in ``stage``: (the module trained: the assembly or its objective's wrapper, the data
+    module, the Lightning module, optimizer steps per data batch).
+
+    The objective decides: none -> next-token loss (``MLLMModule``); a partial wrapper such as
+    stage0's ``ContrastivePretrainer`` -> ``ContrastiveModule``; ``GrpoObjective`` / ``DpoObjective``
+    -> the RL modules, whose batches are generation prompts (``assemblies.training.rl_data``).
+    """
+    objective = instantiate(stage.objective, _convert_="all") if stage.objective is not None else None
+    rl = isinstance(objective, (GrpoObjective, DpoObjective))
+    trained = model if objective is None or rl else objective(model=model, vocab_size=len(tokenizer))
+    options = _data_options(cfg, stage, tokenizer, process_factory)
+    updates = objective.updates_per_batch if isinstance(objective, GrpoObjective) else 1
+    module_options = dict(optimizer=to_plain(cfg.optimizer), scheduler=to_plain(stage.schedule),
+                          lr=to_plain(stage.lr), total_steps=int(stage.max_steps) * updates,
+                          decode=functools.partial(tokenizer.decode, skip_special_tokens=True),
+                          weight_decay=float(cfg.get("weight_decay", 0.0)),
+                          model_config={"model": to_plain(cfg.model), "lora": to_plain(stage.lora),
+                                        "objective": None if rl else to_plain(stage.objective),
+                                        "vocab_size": len(tokenizer)},
+                          materializer=materializer)
+    if not rl:
+        data = MultimodalDataModule(**options)
+        data.setup("fit")
+        module_class = ContrastiveModule if isinstance(trained, ContrastivePretrainer) else MLLMModule
+        return trained, data, module_class(trained, heldout_tasks=data.heldout_tasks, **module_options), 1
+    prompt_processors = {mode: functools.partial(process_factory(max_length=int(stage.max_length),
+                                                                 enable_thinking=mode == "long"), mode="inference")
+                         for mode in MODES}
+    ids = generation_token_ids(tokenizer)
+    if isinstance(objective, GrpoObjective):
+        data = PromptDataModule(**options, prompt_processors=prompt_processors,
+                                scheduler=objective.scheduler(int(cfg.seed)),
+                                verifiers=to_plain(stage.data.get("verifier")), steps_per_batch=updates)
+        data.setup("fit")
+        module = GrpoModule(model, heldout_tasks=data.heldout_tasks, objective=objective, tokenizer=tokenizer,
+                            generation_ids=ids, seed=int(cfg.seed), gradient_clip=cfg.trainer.gradient_clip_val,
+                            **module_options)
+        return model, data, module, updates
+    source = PreferenceSource(objective, options["corpora"], options["mix"], prompt_processors[objective.mode],
+                              tokenizer, ids, stage_dir, int(cfg.seed))
+    data = PreferenceDataModule(**options, source=source)
+    data.setup("fit")
+    module = DpoModule(model, heldout_tasks=data.heldout_tasks, objective=objective, pad_id=tokenizer.pad_token_id,
+                       source=source, **module_options)
+    return model, data, module, 1
+
+
 def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: Path, tokenizer,
               process_factory, intro: dict | None = None, materializer: UnitMaterializer | None = None) -> dict:
     """Fit one stage; returns its report (losses, held-out metrics, throughput; ``intro``: what it trains on).
@@ -170,35 +239,16 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     stage_dir.mkdir(parents=True, exist_ok=True)
     if stage.lora:
         add_lora(model, **to_plain(stage.lora))
-    # A stage with an `objective` trains a wrapper around the assembly's blocks (contrastive
-    # pre-training); the assembly itself is what the stage saves and passes on.
-    trained = model if stage.objective is None else instantiate(stage.objective)(model=model, vocab_size=len(tokenizer))
+    trained, data, module, steps_per_batch = build_stage(cfg, model, stage, stage_dir, tokenizer, process_factory,
+                                                         materializer)
     frozen = freeze(trained, list(stage.trainable), lora_targets_llm=bool(stage.lora))
     if hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(bool(stage.grad_checkpointing))
     accumulate = int(stage.accumulate_grad_batches)
-    heldout_corpora = cfg.data.heldout if stage.heldout is None else stage.heldout
-    processor = process_factory(max_length=int(stage.max_length))
-    data = MultimodalDataModule(
-        corpora={name: instantiate(node) for name, node in cfg.data.corpora.items()},
-        process=functools.partial(processor, mode="train"), pad_id=tokenizer.pad_token_id,
-        mix=to_plain(stage.data.mix), heldout=list(heldout_corpora), num_batches=int(stage.max_steps) * accumulate,
-        batch_size=int(stage.batch_size), train_size=cfg.data.train_size, heldout_size=cfg.data.heldout_size,
-        eval_batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers, seed=int(cfg.seed),
-        max_tokens=stage.max_tokens, count_tokens=functools.partial(processor.count_tokens, mode="train"))
-    data.setup("fit")
-    module_class = ContrastiveModule if isinstance(trained, ContrastivePretrainer) else MLLMModule
-    module = module_class(trained, optimizer=to_plain(cfg.optimizer), scheduler=to_plain(stage.schedule),
-                          lr=to_plain(stage.lr), total_steps=int(stage.max_steps), heldout_tasks=data.heldout_tasks,
-                          decode=functools.partial(tokenizer.decode, skip_special_tokens=True),
-                          weight_decay=float(cfg.get("weight_decay", 0.0)),
-                          model_config={"model": to_plain(cfg.model), "lora": to_plain(stage.lora),
-                                        "objective": to_plain(stage.objective), "vocab_size": len(tokenizer)},
-                          materializer=materializer)
     throughput = Throughput()
     # Generation reads the blocks outside FSDP's forward, which under sharding hold only this rank's shard.
     generation = None if materializer else stage_evaluation(cfg, model, stage, stage_dir, tokenizer,
-                                                            list(heldout_corpora))
+                                                            list(data.heldout_names), steps_per_batch)
     if materializer and cfg.get("evaluation") and cfg.evaluation.modes:
         log.info("stage %s: generation-based evaluation is off under FSDP (teacher-forced held-out metrics stay); "
                  "run tasks/evaluate.py on the stage's weights", stage.name)
@@ -206,7 +256,10 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     trainer = instantiate(cfg.trainer, _convert_="all", precision=resolve_precision(cfg.trainer.precision),
                           strategy=_strategy(cfg.trainer, model),
                           plugins=[*(instantiate(cfg.trainer.plugins) or []), AtomicCheckpointIO()],
-                          max_steps=int(stop) if stop else int(stage.max_steps), accumulate_grad_batches=accumulate,
+                          max_steps=(int(stop) if stop else int(stage.max_steps)) * steps_per_batch,
+                          accumulate_grad_batches=accumulate,
+                          # manual optimisation (RL) clips in the module: Lightning refuses gradient_clip_val there
+                          **({"gradient_clip_val": None} if not module.automatic_optimization else {}),
                           val_check_interval=int(stage.val_every) * accumulate if stage.val_every else None,
                           check_val_every_n_epoch=None if stage.val_every else 1,
                           callbacks=[throughput, *([generation] if generation else []), *_callbacks(cfg, stage_dir)],
@@ -216,7 +269,11 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - started
-    finished = trainer.global_step >= int(stage.max_steps)
+    empty = getattr(data, "empty", False)  # a DPO stage whose samples gave no pair: the weights pass through
+    if empty:
+        log.warning("stage %s had nothing to train on; its weights are the previous stage's", stage.name)
+    steps = trainer.global_step // steps_per_batch
+    finished = steps >= int(stage.max_steps) or empty
     heldout = trainer.validate(module, datamodule=data, verbose=False)[0] if finished or not stop else {}
     if stage.lora:
         merge_lora(model)
@@ -224,9 +281,10 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
     if finished and trainer.is_global_zero:
         save_weights(state, stage_dir / WEIGHTS_FILE)
     result = report.stage_result(stage.name, stage_dir, heldout, module.chance(data), throughput.summary(), seconds,
-                                 trainable=frozen.trainable, steps=trainer.global_step, finished=finished,
+                                 trainable=frozen.trainable, steps=steps, finished=finished,
                                  generation=generation.final if generation else None,
                                  eval_seconds=generation.seconds if generation else 0.0, intro=intro)
+    result.update(getattr(module, "stage_metrics", {}))  # e.g. the DPO stage's held-out contradictions
     if trainer.is_global_zero:
         with atomic_path(stage_dir / "result.json") as partial:  # a rerun trusts it: never half-written
             partial.write_text(json.dumps(result, indent=2))
@@ -282,9 +340,9 @@ def _run_pipeline(cfg: DictConfig, stages: list[DictConfig]) -> float:
         raise SystemExit(f"the tokenizer has {len(tokenizer)} tokens but the LLM embeds only {vocab}")
     tokens_per_group = model.resampler.tokens_per_group
 
-    def process_factory(max_length: int):
+    def process_factory(max_length: int, enable_thinking: bool = False):
         return instantiate(cfg.data.processor)(tokenizer=tokenizer, tokens_per_group=tokens_per_group,
-                                               max_length=max_length)
+                                               max_length=max_length, enable_thinking=enable_thinking)
 
     results, previous_dir, seen = [], None, set()
     carried = None  # the weights a sharded run has reached (the last finished stage's file)

@@ -34,7 +34,7 @@ from assemblies.training.weights import WEIGHTS_FILE, weights_files
 GIB, MIB = 1024 ** 3, 1024 ** 2
 EXPORT_BYTES = 2  # the official-format export is bf16
 # Keys inside schema fields typed as open dicts that the pipeline reads: any other is a typo.
-NESTED = {"stage": {"data": ["mix"]}}
+NESTED = {"stage": {"data": ["mix", "verifier"]}}  # verifier: the RL stages (corpus -> answer verifier)
 
 
 def unknown_keys(cfg: DictConfig) -> list[str]:

@@ -159,6 +159,7 @@ def run_summary(results: list[dict], cfg: DictConfig) -> dict:
                         "peak_memory_stage": max(peaks, key=peaks.get) if peaks else None})
         summary.update({f"val/{task}/acc": m["acc"] for task, m in last["tasks"].items()})
         summary.update({f"chance/{task}": m["chance"] for task, m in last["tasks"].items()})
+        summary.update({k: v for k, v in last.items() if k.startswith("rollout_generated_tokens")})  # RL stages
         for mode, acc in (last.get("generation_acc") or {}).items():
             summary[f"gen/{mode}/acc"] = acc
             summary.update({f"gen/{mode}/{task}/acc": m[mode]["acc"] for task, m in last["tasks"].items() if mode in m})

@@ -20,7 +20,9 @@ from omegaconf import DictConfig
 COLUMNS = (("figures_from", "figures from", "s"), ("wall_seconds", "wall s", ".0f"),
            ("samples_per_s", "samples/s", ".1f"), ("tokens_per_sample", "LLM tok/sample", ".0f"),
            ("peak_memory_mb", "peak MB", ".0f"), ("peak_memory_stage", "peak in", "s"),
-           ("gen/short/acc", "short acc", ".3f"), ("gen/long/acc", "long acc", ".3f"), ("val/acc", "forced acc", ".3f"))
+           ("gen/short/acc", "short acc", ".3f"), ("gen/long/acc", "long acc", ".3f"), ("val/acc", "forced acc", ".3f"),
+           ("rollout_generated_tokens", "RL tokens", ".0f"))
+OPTIONAL = ("rollout_generated_tokens",)  # shown only when a run has it (a sweep over an RL stage)
 PLOTTED = ("wall_seconds", "samples_per_s", "peak_memory_mb", "gen/short/acc", "gen/long/acc")
 
 
@@ -68,12 +70,13 @@ def summarise(sweep_dir: str | Path) -> tuple[str, Path | None]:
     sweep_dir = Path(sweep_dir)
     runs = load_runs(sweep_dir)
     tasks = task_columns(runs)
-    titles = [title for _, title, _ in COLUMNS] + [f"{task} (chance {_fmt(chance, '.2f')})" for _, task, chance in tasks]
+    columns = [c for c in COLUMNS if c[0] not in OPTIONAL or any(run.get(c[0]) is not None for run in runs)]
+    titles = [title for _, title, _ in columns] + [f"{task} (chance {_fmt(chance, '.2f')})" for _, task, chance in tasks]
     lines = ["| run | " + " | ".join(titles) + " |", "|" + "---|" * (len(titles) + 1)]
     common = _common_overrides(runs)
     for run in runs:
         run["label"] = _label(run, common)
-        cells = [_fmt(run.get(k), spec) for k, _, spec in COLUMNS] + [_fmt(run.get(k), ".3f") for k, _, _ in tasks]
+        cells = [_fmt(run.get(k), spec) for k, _, spec in columns] + [_fmt(run.get(k), ".3f") for k, _, _ in tasks]
         lines.append(f"| {run['label']} | " + " | ".join(cells) + " |")
     methods = sorted({run["peak_memory_method"] for run in runs if run.get("peak_memory_method")})
     notes = ["", "Figures from the run's last stage (`figures from`); wall s: all its stages, evaluation included; "

@@ -225,7 +225,7 @@ def generate(llm: nn.Module, inputs_embeds: Tensor, attention_mask: Tensor, conf
                  in_reasoning=thinking[p]) for p in range(prompts) for s in range(samples)]
     mask = attention_mask.long()
     cache = DynamicCache()  # filled in place by every forward
-    cache_arg = {_cache_keyword(llm): cache}
+    cache_arg = {cache_keyword(llm): cache}
     logits = llm(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                  use_cache=True, logits_to_keep=1, **cache_arg).logits[:, -1].float()
     if samples > 1:
@@ -270,7 +270,7 @@ def generate(llm: nn.Module, inputs_embeds: Tensor, attention_mask: Tensor, conf
             for r, row in enumerate(rows)]
 
 
-def _cache_keyword(llm: nn.Module) -> str:
+def cache_keyword(llm: nn.Module) -> str:
     """transformers >= 5.x names the cache argument ``cache`` (``past_key_values`` is deprecated)."""
     return "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
 

@@ -47,7 +47,8 @@ def test_lora_estimate_equals_the_adapters_peft_adds():
 
 def test_tiny_recipe_in_pipeline_order_counting_the_text_tower_of_stage0():
     report = describe_model(compose_config(["+assembly=mcpv45", "scale=tiny"], "describe"))
-    assert [s["name"] for s in report["stages"]] == ["stage0", "stage1", "stage2", "stage3", "sft", "sft_long_cot"]
+    assert [s["name"] for s in report["stages"]] == ["stage0", "stage1", "stage2", "stage3", "sft", "sft_long_cot",
+                                                     "rl_hybrid", "rlaif_dpo"]
     assert report["precision"] == "32-true"  # the tiny recipe trains in fp32 on a CPU
     # What training freezes: stage0 trains the tower, the resampler and the contrastive text tower.
     wrapper = ContrastivePretrainer(mcpv45_tiny(), vocab_size=len(tiny_tokenizer()))
@@ -63,8 +64,26 @@ def test_full_model_size_equals_the_official_checkpoint(reference_dir):
     report = describe_model(compose_config(["+assembly=mcpv45"], "describe"))
     index = json.loads((reference_dir / "model.safetensors.index.json").read_text())
     assert 2 * report["params"]["total"]["total"] == index["metadata"]["total_size"]  # bf16: 2 bytes each
-    assert [s["name"] for s in report["stages"]] == ["stage1", "stage2", "stage3", "sft", "sft_long_cot"]
+    assert [s["name"] for s in report["stages"]] == ["stage1", "stage2", "stage3", "sft", "sft_long_cot", "rl_hybrid",
+                                                     "rlaif_dpo"]
     assert report["precision"] == "bf16-mixed"
+
+
+def test_rl_stages_hold_the_policy_alone_plus_their_rollouts_kv_cache():
+    # No reference model and no head: the parameter terms equal SFT's; the KV cache is what sampling adds.
+    cfg = compose_config(["+assembly=mcpv45", "scale=tiny", "stages.rl_hybrid.objective.chunk_prompts=4"], "describe")
+    report = {s["name"]: s for s in describe_model(cfg)["stages"]}
+    sft, rl, dpo = report["sft_long_cot"], report["rl_hybrid"], report["rlaif_dpo"]
+    assert [rl[k] for k in ("weights", "grads", "optimizer")] == [sft[k] for k in ("weights", "grads", "optimizer")]
+    assert sft["rollout_kv_cache"] == 0 and dpo["rollout_kv_cache"] > 0
+    llm = mcpv45_tiny().llm
+    with torch.no_grad():  # the engine's cache after one forward of 3 tokens, per token
+        cache = llm(input_ids=torch.tensor([[5, 6, 7]]), use_cache=True).past_key_values
+    per_token = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values)) // 3
+    stage = cfg.stages.rl_hybrid
+    rows = 4 * stage.objective.samples_per_prompt
+    assert rl["rollout_kv_cache"] == rows * (stage.max_length + max(stage.objective.max_new_tokens.values())) * per_token
+    assert rl["total"] == sft["total"] + rl["rollout_kv_cache"]
 
 
 def test_unmodelled_precision_is_refused():

@@ -59,9 +59,12 @@ def test_a_run_directory_that_cannot_be_created_stops_with_one_line(tmp_path):
 def test_tiny_pipeline_runs_every_stage_exports_and_plots(tmp_path):
     done = _train(*FAST, f"hydra.run.dir={tmp_path}")
     assert done.returncode == 0, done.stderr[-3000:]
-    for stage in ("stage0", "stage1", "stage2", "stage3", "sft", "sft_long_cot"):
+    for stage in ("stage0", "stage1", "stage2", "stage3", "sft", "sft_long_cot", "rl_hybrid"):
         assert f"== {stage}: 2 steps" in done.stdout
         assert (tmp_path / stage / "model.safetensors").is_file()
+    # A random model's descriptions give no preference pair: the DPO stage says so and passes the weights on.
+    dpo = json.loads((tmp_path / "rlaif_dpo" / "result.json").read_text())
+    assert dpo["finished"] and "pairs" in dpo["preferences"] and (tmp_path / "rlaif_dpo" / "model.safetensors").is_file()
     assert "scene_count" in done.stdout and "digit" in done.stdout  # per-task held-out rows
     stage0 = done.stdout.split("== stage0")[1].split("== stage1")[0]
     assert "dense_caption" in stage0 and "doc_ocr" in stage0  # stage0 reports retrieval per caption kind
@@ -70,11 +73,12 @@ def test_tiny_pipeline_runs_every_stage_exports_and_plots(tmp_path):
     with safe_open(tmp_path / "stage0" / "model.safetensors", "pt") as weights:  # the text tower is dropped
         assert {key.split(".")[0] for key in weights.keys()} == {"vpm", "resampler", "llm"}
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert [s["stage"] for s in metrics["stages"]] == ["stage0", "stage1", "stage2", "stage3", "sft", "sft_long_cot"]
+    assert [s["stage"] for s in metrics["stages"]] == ["stage0", "stage1", "stage2", "stage3", "sft", "sft_long_cot",
+                                                       "rl_hybrid", "rlaif_dpo"]
     assert 0.0 <= metrics["val/acc"] <= 1.0 and metrics["tokens_per_sample"] > 16
     assert (tmp_path / "export" / "config.json").is_file() and (tmp_path / "curves.png").is_file()
     # Generated answers in both modes after every LLM stage, beside the teacher-forced numbers.
-    assert metrics["figures_from"] == "sft_long_cot" and 0.0 <= metrics["gen/short/acc"] <= 1.0
+    assert metrics["figures_from"] == "rlaif_dpo" and 0.0 <= metrics["gen/short/acc"] <= 1.0
     assert set(metrics["peak_memory_mb_by_stage"]) == {s["stage"] for s in metrics["stages"]}
     assert metrics["samples_per_s"] > 0 and metrics["wall_seconds"] > 0
     assert (tmp_path / "sft" / "predictions.jsonl").is_file() and not (tmp_path / "stage0" / "predictions.jsonl").exists()

@@ -78,4 +78,16 @@ def test_sweep_summary_compares_accuracy_with_chance_samples_per_s_wall_time_and
     assert "| resampler=mlp seed=1 | stage3 | 54 | 40.0 | 80 | 500 | stage3 | 0.700 | 0.100 | 0.700 | 0.700 | 0.300 |" \
         in table
     assert "each measured as process RSS sampled" in table
+    assert "RL tokens" not in header  # no run has rollouts
     assert plot.is_file() and plot.stat().st_size > 5000
+
+
+def test_sweep_summary_of_rl_runs_shows_their_rollout_tokens(tmp_path):
+    for job, (schedule, tokens) in enumerate([("hybrid", 4000), ("long_only", 6000)]):
+        (tmp_path / str(job)).mkdir()
+        (tmp_path / str(job) / "metrics.json").write_text(json.dumps({
+            "figures_from": "rl_hybrid", "gen/short/acc": 0.5, "gen/long/acc": 0.4, "rollout_generated_tokens": tokens,
+            "overrides": [f"stages.rl_hybrid.objective.mode_schedule={schedule}"]}))
+    table, _ = summarise(tmp_path)
+    assert table.splitlines()[0].endswith("| long acc | forced acc | RL tokens |")
+    assert "| stages.rl_hybrid.objective.mode_schedule=long_only | rl_hybrid | - | - | - | - | - | 0.500 | 0.400 | - | 6000 |" in table
