@@ -91,7 +91,8 @@ def test_a_few_steps_score_matched_pairs_above_the_others(tokenizer):
     model = mcpv45_tiny(overrides=["dims.resampler_region_grid=null"])
     pretrainer = ContrastivePretrainer(model, vocab_size=len(tokenizer))
     batch, _ = _batch(tokenizer, size=8)
-    optimizer = torch.optim.AdamW(pretrainer.parameters(), lr=3e-3)
+    # 3e-3 collapses with some tokenizers (the loss falls to ~3 through the logit bias alone, margin 0).
+    optimizer = torch.optim.AdamW(pretrainer.parameters(), lr=3e-4)
 
     def margin(logits):  # mean matched-pair logit minus mean unmatched one
         diagonal = logits.diag().sum()

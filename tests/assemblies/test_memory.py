@@ -47,8 +47,7 @@ def test_lora_estimate_equals_the_adapters_peft_adds():
 
 def test_tiny_recipe_in_pipeline_order_counting_the_text_tower_of_stage0():
     report = describe_model(compose_config(["+assembly=mcpv45", "scale=tiny"], "describe"))
-    assert [s["name"] for s in report["stages"]] == ["stage0", "stage1", "stage2", "stage3", "sft", "sft_long_cot",
-                                                     "rl_hybrid", "rlaif_dpo"]
+    assert [s["name"] for s in report["stages"]] == ["stage0", "stage1", "stage2", "stage3", "sft", "sft_long_cot"]
     assert report["precision"] == "32-true"  # the tiny recipe trains in fp32 on a CPU
     # What training freezes: stage0 trains the tower, the resampler and the contrastive text tower.
     wrapper = ContrastivePretrainer(mcpv45_tiny(), vocab_size=len(tiny_tokenizer()))
@@ -71,7 +70,8 @@ def test_full_model_size_equals_the_official_checkpoint(reference_dir):
 
 def test_rl_stages_hold_the_policy_alone_plus_their_rollouts_kv_cache():
     # No reference model and no head: the parameter terms equal SFT's; the KV cache is what sampling adds.
-    cfg = compose_config(["+assembly=mcpv45", "scale=tiny", "stages.rl_hybrid.objective.chunk_prompts=4"], "describe")
+    cfg = compose_config(["+assembly=mcpv45", "scale=tiny", "stages.rl_hybrid.objective.chunk_prompts=4",
+                          "pipeline.stages=[sft_long_cot,rl_hybrid,rlaif_dpo]"], "describe")
     report = {s["name"]: s for s in describe_model(cfg)["stages"]}
     sft, rl, dpo = report["sft_long_cot"], report["rl_hybrid"], report["rlaif_dpo"]
     assert [rl[k] for k in ("weights", "grads", "optimizer")] == [sft[k] for k in ("weights", "grads", "optimizer")]
