@@ -37,7 +37,8 @@ WEIGHT_NEUTRAL = ("task_name", "optimized_metric", "threads", "paths", "logger",
                   "callbacks.model_checkpoint", "callbacks.progress_bar", "callbacks.lr_monitor", "callbacks.grad_norm",
                   "data.heldout", "data.heldout_size", "data.eval_batch_size", "data.num_workers",
                   "trainer.enable_progress_bar", "trainer.log_every_n_steps", "trainer.enable_model_summary",
-                  "trainer.limit_val_batches", "trainer.detect_anomaly", "stages.*.heldout", "stages.*.description")
+                  "trainer.limit_val_batches", "trainer.detect_anomaly", "stages.*.heldout", "stages.*.description",
+                  "stages.*.evaluation")
 
 
 def has_state(stage_dir: Path) -> bool:
