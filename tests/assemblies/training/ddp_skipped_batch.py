@@ -72,7 +72,7 @@ def main(out: Path) -> None:
     model, dataset, pad_id = build()
     loader = DataLoader(dataset, batch_sampler=RankBatch(),
                         collate_fn=SkippingCollate(pad_id, filler=first_usable(dataset, "scenes")))
-    module = MLLMModule(model, optimizer=functools.partial(torch.optim.SGD, lr=LR), scheduler=None,
+    module = MLLMModule(model, optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": LR}, scheduler=None,
                         lr={"vpm": LR, "resampler": LR, "llm": LR}, total_steps=1)
     trainer = pl.Trainer(accelerator="cpu", devices=2, max_steps=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
