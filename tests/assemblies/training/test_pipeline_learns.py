@@ -1,6 +1,6 @@
 """The tiny pipeline, cut short, still learns: held-out accuracy above chance by a margin on two tasks.
 
-Stage0 (200 of its 800 steps) must retrieve dense captions, and stage3 (200 steps of 16 samples,
+Stage0 (200 of its 800 steps) must retrieve dense captions, and stage3 (200 steps of 32 samples,
 from stage0's weights) must read digits. A pipeline that silently stops learning (a frozen block or a
 zero learning rate, a broken schedule, loss, labels or data) stays near chance on both; the margin
 leaves room for another CPU's numbers.
@@ -18,7 +18,7 @@ from assemblies.training.pipeline import train
 MARGIN = 0.1  # a stuck pipeline stays within a few hundredths of chance on 48 held-out samples
 SHORT = ["+assembly=mcpv45", "scale=tiny", "pipeline.stages=[stage0,stage3]",
          "stages.stage0.max_steps=200", "stages.stage0.heldout=[dense_captions]",
-         "stages.stage3.max_steps=200", "stages.stage3.batch_size=16", "~stages.stage3.data.mix",
+         "stages.stage3.max_steps=200", "stages.stage3.batch_size=32", "~stages.stage3.data.mix",
          "+stages.stage3.data.mix={digits: 0.6, scenes: 0.4}", "data.heldout=[digits]", "data.heldout_size=48",
          "trainer.enable_progress_bar=false", "pipeline.export=false", "pipeline.plots=false"]
 
