@@ -9,6 +9,7 @@ drops); its verifier kind is ``record.meta["verifier"]`` (default ``auto``, as t
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +42,7 @@ class HeldoutSet(Sequence[Record]):
         factories = corpora if isinstance(corpora, Mapping) else \
             {name: functools.partial(make_corpus, name, **(options or {}).get(name, {})) for name in corpora}
         self.parts: list[Sequence[Record]] = []
+        self.names = list(factories)
         self.chance: dict[str, float] = {}
         for factory in factories.values():
             tasks = len(getattr(factory(split="heldout", size=0, seed=seed), "chance", None) or [None])
@@ -56,7 +58,9 @@ class HeldoutSet(Sequence[Record]):
         if not 0 <= index < len(self):
             raise IndexError(f"held-out index {index} out of range for {len(self)} records")
         part = bisect.bisect_right(self._ends, index)
-        return self.parts[part][index - (self._ends[part - 1] if part else 0)]
+        record = self.parts[part][index - (self._ends[part - 1] if part else 0)]
+        # A record without a task (a user's file) is scored under its corpus name, as the teacher-forced sets are.
+        return record if record.task else dataclasses.replace(record, task=self.names[part])
 
 
 def _cumulative(lengths) -> list[int]:
