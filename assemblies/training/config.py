@@ -21,6 +21,19 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 
 @dataclass
+class StageEvaluationSchema:
+    """A stage's changes to the run's ``evaluation`` (None: the run's value), e.g. a larger ``per_task``
+    where a proof needs one: ``stages.rl_hybrid.evaluation.per_task=256``."""
+
+    modes: Optional[list[str]] = None
+    per_task: Optional[int] = None
+    batch_size: Optional[int] = None
+    max_new_tokens: Optional[dict[str, int]] = None
+    every_n_steps: Optional[int] = None
+    during_per_task: Optional[int] = None
+
+
+@dataclass
 class StageSchema:
     """One training stage (``conf/stage/*.yaml``)."""
 
@@ -40,7 +53,7 @@ class StageSchema:
     val_every: int = 0                                        # steps between held-out evals (0: end only)
     heldout: Optional[list[str]] = None                       # corpora evaluated (None: data.heldout)
     objective: Any = None                                     # partial (model, vocab_size) -> wrapper; RL settings; None: next token
-    evaluation: Optional[dict[str, Any]] = None               # this stage's changes to the run's `evaluation`
+    evaluation: StageEvaluationSchema = field(default_factory=StageEvaluationSchema)
     description: str = ""
 
 

@@ -82,14 +82,20 @@ class GenerationEvaluation(Callback):
         self.final = self._run(trainer, pl_module, self.records, path)
 
 
+def evaluation_settings(cfg: DictConfig, stage: DictConfig) -> DictConfig | None:
+    """The run's ``evaluation`` with the stage's set fields over it (e.g. a larger held-out set where a
+    proof needs one); None when the run has no evaluation."""
+    settings = cfg.get("evaluation")
+    changes = {key: value for key, value in (stage.get("evaluation") or {}).items() if value is not None}
+    return OmegaConf.merge(settings, changes) if settings is not None and changes else settings
+
+
 def stage_evaluation(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: Path, tokenizer,
                      heldout: Sequence[str], steps_per_batch: int = 1) -> GenerationEvaluation | None:
     """The callback for a stage that trains the LLM's outputs, SFT or RL (None for a stage whose objective
     wraps the assembly, e.g. contrastive pre-training, or with ``evaluation.modes`` empty).
     ``steps_per_batch``: optimizer steps per stage step (several updates per RL rollout batch)."""
-    settings = cfg.get("evaluation")
-    if settings is not None and stage.get("evaluation"):  # e.g. larger held-out sets where a proof needs them
-        settings = OmegaConf.merge(settings, stage.evaluation)
+    settings = evaluation_settings(cfg, stage)
     wrapped = stage.objective is not None and stage.objective.get("_partial_", False)
     if wrapped or settings is None or not settings.modes:
         return None

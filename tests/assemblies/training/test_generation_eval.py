@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from assemblies.training.generation_eval import evaluation_settings
 from assemblies.training.pipeline import train
 from assemblies.training.report import read_csv_metrics
 
@@ -35,3 +36,11 @@ def test_every_k_steps_and_at_the_end_without_changing_what_is_trained(fast_cfg,
     # Evaluating (eval mode, no grad, then back to training mode) leaves training exactly as it was.
     a, b = (load_file(tmp_path / run / "stage3" / "model.safetensors") for run in ("with", "without"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_stage_changes_only_the_evaluation_fields_it_sets(fast_cfg, tmp_path):
+    cfg = fast_cfg("stages.sft.evaluation.per_task=256", "stages.sft.evaluation.modes=[short]",
+                   "evaluation.batch_size=7", output_dir=tmp_path)
+    sft, stage3 = evaluation_settings(cfg, cfg.stages.sft), evaluation_settings(cfg, cfg.stages.stage3)
+    assert (sft.per_task, list(sft.modes), sft.batch_size) == (256, ["short"], 7)
+    assert (stage3.per_task, list(stage3.modes)) == (cfg.evaluation.per_task, ["short", "long"])
