@@ -9,6 +9,7 @@ Chance: 0.1.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
@@ -17,6 +18,8 @@ from PIL import Image
 
 from blocks.data.record import IMAGE_MARKER, Record
 from blocks.data.synthetic.base import SPLITS, conversation
+
+logger = logging.getLogger(__name__)
 
 QUESTION = "What digit is this?"
 HELDOUT_EVERY = 5
@@ -48,7 +51,9 @@ class DigitsCorpus(Sequence[Record]):
 
     Args:
         split: ``"train"`` or ``"heldout"``.
-        size: number of records; defaults to the split's size, a larger size cycles through it.
+        size: number of records; defaults to the split's size. A larger size cycles through the train
+            split; the held-out split stops at its 364 scans (a repeated scan would count twice in an
+            accuracy and shrink its standard error), with a warning.
         image_size: side of the square RGB image.
     """
 
@@ -60,6 +65,10 @@ class DigitsCorpus(Sequence[Record]):
         self.size = len(self.indices) if size is None else size
         if self.size < 0:
             raise ValueError(f"digits: size must be >= 0, got {size}")
+        if split == "heldout" and self.size > len(self.indices):
+            logger.warning("digits: the held-out split has %d scans; %d asked, %d used", len(self.indices),
+                           self.size, len(self.indices))
+            self.size = len(self.indices)
 
     def __len__(self) -> int:
         return self.size

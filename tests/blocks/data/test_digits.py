@@ -44,10 +44,16 @@ def test_record_is_white_ink_on_black_and_matches_its_scan():
     assert np.corrcoef(coarse.ravel(), digits.images[index].ravel())[0, 1] > 0.95
 
 
-def test_size_cycles_and_is_deterministic():
-    corpus = make_corpus("digits", size=400, split="heldout", image_size=28)
-    assert len(corpus) == 400 and corpus[364].meta == corpus[0].meta
-    fresh = DigitsCorpus("heldout", image_size=28)
+def test_train_size_cycles_and_is_deterministic():
+    corpus = make_corpus("digits", size=1500, split="train", image_size=28)
+    assert len(corpus) == 1500 and corpus[1433].meta == corpus[0].meta
+    fresh = DigitsCorpus("train", image_size=28)
     assert np.array_equal(np.asarray(corpus[5].images[0]), np.asarray(fresh[5].images[0]))
     with pytest.raises(IndexError):
-        corpus[400]
+        corpus[1500]
+
+
+def test_heldout_stops_at_its_scans_with_a_warning(caplog):
+    corpus = make_corpus("digits", size=400, split="heldout", image_size=28)
+    assert len(corpus) == 364 and len({record.id for record in corpus}) == 364
+    assert "364 scans; 400 asked" in caplog.text
