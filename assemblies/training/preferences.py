@@ -98,9 +98,9 @@ def check(record: Record, text: str, mode: str, checker: Checker = scene_checker
 
 def contradictions(model: nn.Module, records: Sequence[Record], process: Callable[[Record], Sample], tokenizer,
                    config: GenerationConfig, mode: str, checker: Checker = scene_checker,
-                   batch_prompts: int = 64) -> dict[str, float]:
+                   batch_prompts: int = 64) -> dict[str, float | None]:
     """Greedy descriptions of ``records`` checked against their scenes: ``contradiction_rate`` (rejected /
-    decided claims), claims per response (accepted, rejected), responses."""
+    decided claims; None without any), claims per response (accepted, rejected), responses."""
     kept, samples = process_prompts(records, process)
     completions = generate_texts(model, samples, config, tokenizer, batch_prompts)
     reports = [check(records[kept[c.prompt_index]], c.text, mode, checker) for c in completions]

@@ -83,11 +83,12 @@ class YesNoChecker:
                                  for c in self.split(response)))
 
 
-def contradiction_rate(reports: Sequence[ClaimReport]) -> float:
-    """Rejected / (accepted + rejected) claims over ``reports`` (0 when none was decided)."""
+def contradiction_rate(reports: Sequence[ClaimReport]) -> float | None:
+    """Rejected / (accepted + rejected) claims over ``reports``; None when no claim was decided (a model
+    that stopped describing has no rate, not a perfect one)."""
     rejected = sum(r.count("rejected") for r in reports)
     decided = rejected + sum(r.count("accepted") for r in reports)
-    return rejected / decided if decided else 0.0
+    return rejected / decided if decided else None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ def test_report_score_counts_rejections_only():
     r = report(accepted=3, rejected=2, unverifiable=4)
     assert (r.score, r.count("accepted"), r.count("unverifiable")) == (-2, 3, 4)
     assert contradiction_rate([r, report(accepted=5)]) == pytest.approx(2 / 10)
-    assert contradiction_rate([report(unverifiable=2)]) == 0.0
+    assert contradiction_rate([report(unverifiable=2)]) is None
 
 
 def test_yes_no_adapter_with_a_fake_model():
