@@ -274,6 +274,8 @@ def run_stage(cfg: DictConfig, model: nn.Module, stage: DictConfig, stage_dir: P
         log.warning("stage %s had nothing to train on; its weights are the previous stage's", stage.name)
     steps = trainer.global_step // steps_per_batch
     finished = steps >= int(stage.max_steps) or empty
+    if generation and finished and not empty and generation.final is None:
+        generation.on_train_end(trainer, module)  # fit restored its last step (killed while evaluating): no hook ran
     heldout = trainer.validate(module, datamodule=data, verbose=False)[0] if finished or not stop else {}
     if stage.lora:
         merge_lora(model)

@@ -38,6 +38,17 @@ def test_every_k_steps_and_at_the_end_without_changing_what_is_trained(fast_cfg,
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
+def test_a_stage_killed_while_evaluating_at_its_end_evaluates_on_rerun(fast_cfg, tmp_path):
+    train(fast_cfg(*STAGE, output_dir=tmp_path))
+    stage = tmp_path / "stage3"
+    for name in ("result.json", "model.safetensors", "predictions.jsonl"):  # what the kill left unwritten
+        (stage / name).unlink()
+    train(fast_cfg(*STAGE, output_dir=tmp_path))  # resumes from last.ckpt at the stage's last step
+    result = json.loads((stage / "result.json").read_text())
+    assert set(result["generation_acc"]) == {"short", "long"} and (stage / "predictions.jsonl").exists()
+
+
 def test_a_stage_changes_only_the_evaluation_fields_it_sets(fast_cfg, tmp_path):
     cfg = fast_cfg("stages.sft.evaluation.per_task=256", "stages.sft.evaluation.modes=[short]",
                    "evaluation.batch_size=7", output_dir=tmp_path)
