@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 MIB = 2 ** 20
 PHASES = ("tower", "resampler", "prefill", "decode")
 
@@ -53,30 +55,35 @@ def memory_table(figures: dict, frames: str) -> list[str]:
     return lines
 
 
-def one_layer_table(figures: dict, frames: str) -> list[str]:
-    """What a layer-sampled run measured: each phase of the one-layer model and its layer's share."""
-    lines = [f"measured on the one-layer model at {frames} frames (median s): phase [its one layer]",
-             f"{'variant':<13}{'clock':<6}" + "".join(f"{phase:>20}" for phase in PHASES) + f"{'answer':>9}"]
+def _phase_lines(figures: dict, frames: str, title: str, source: str, cell: Callable[[dict, str, str], str],
+                 width: int) -> list[str]:
+    """One line per variant and clock: ``cell(row[source], clock prefix, phase)`` per phase, then the answer's s."""
+    lines = [title, f"{'variant':<13}{'clock':<6}" + "".join(f"{phase:>{width}}" for phase in PHASES) + f"{'answer':>9}"]
     for variant, row in figures["frames"][frames].items():
         for clock, prefix in (("wall", ""), ("cpu", "cpu_")):
-            s = row["one_layer"]
-            cells = [f"{s[prefix + p]:>9.3f} [{s[prefix + p + '_layer']:>7.3f}]" if prefix + p + "_layer" in s
-                     else f"{s[prefix + p]:>9.3f}{'':>10}" for p in PHASES]
-            lines.append(f"{variant:<13}{clock:<6}" + "".join(f"{cell:>20}" for cell in cells)
+            s = row[source]
+            lines.append(f"{variant:<13}{clock:<6}" + "".join(f"{cell(s, prefix, p):>{width}}" for p in PHASES)
                          + f"{s[prefix + 'answer']:>9.2f}")
     return lines
 
 
+def one_layer_table(figures: dict, frames: str) -> list[str]:
+    """What a layer-sampled run measured: each phase of the one-layer model and its layer's share."""
+    def cell(s: dict, prefix: str, phase: str) -> str:
+        layer = prefix + phase + "_layer"
+        return f"{s[prefix + phase]:.3f} " + (f"[{s[layer]:>7.3f}]" if layer in s else " " * 9)
+
+    return _phase_lines(figures, frames, f"measured on the one-layer model at {frames} frames (median s): "
+                        "phase [its one layer]", "one_layer", cell, 20)
+
+
 def time_split_table(figures: dict, frames: str) -> list[str]:
     """Median seconds per phase and its share of the answer time, wall clock and process CPU time."""
-    lines = [f"where the time goes at {frames} frames (median s, % of the answer)",
-             f"{'variant':<13}{'clock':<6}" + "".join(f"{phase:>17}" for phase in PHASES) + f"{'answer':>9}"]
-    for variant, row in figures["frames"][frames].items():
-        for clock, prefix in (("wall", ""), ("cpu", "cpu_")):
-            s = {phase: row["seconds"][prefix + phase] for phase in (*PHASES, "answer")}
-            lines.append(f"{variant:<13}{clock:<6}" + "".join(
-                f"{s[p]:>10.3f} ({100 * s[p] / s['answer']:>3.0f}%)" for p in PHASES) + f"{s['answer']:>9.2f}")
-    return lines
+    def cell(s: dict, prefix: str, phase: str) -> str:
+        return f"{s[prefix + phase]:.3f} ({100 * s[prefix + phase] / s[prefix + 'answer']:>3.0f}%)"
+
+    return _phase_lines(figures, frames, f"where the time goes at {frames} frames (median s, % of the answer)",
+                        "seconds", cell, 17)
 
 
 def sweep_table(figures: dict) -> list[str]:
