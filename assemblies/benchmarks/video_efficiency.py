@@ -21,12 +21,16 @@ Every call is ``MiniCPMV.generate``: greedy, KV-cached, exactly ``new_tokens`` n
   between the variants of the paper's comparison (the GPU figures there add the same weights).
   ``tensors`` is the peak of live tensor bytes (``measure.LiveTensorBytes``), the CPU analogue of
   ``torch.cuda.max_memory_allocated``, with the phase that set it.
+- Layer-sampled scales (``LAYER_SAMPLED``, e.g. ``released``): the released widths with one tower
+  layer and one LLM layer; the same calls time those layers and report seconds and memory
+  extrapolated to full depth (``video_efficiency_depth`` says how and what that assumes).
 - FLOPs: counted with ``torch.utils.flop_counter`` on meta-device models (nothing is computed), at
   this scale and at the released size, to show how far the CPU scale's split carries over.
 
     python tasks/benchmark.py names=[video_efficiency]
     python tasks/benchmark.py names=[video_efficiency] +kwargs.video_efficiency.frames=[18] \
         +kwargs.video_efficiency.repeats=5
+    python tasks/benchmark.py names=[video_efficiency] +kwargs.video_efficiency.scale=released
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from functools import partial
 from typing import Sequence
 
@@ -45,6 +48,8 @@ from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
 from assemblies.benchmarks.measure import LiveTensorBytes, PeakRSS
+from assemblies.benchmarks.video_efficiency_clock import answer
+from assemblies.benchmarks.video_efficiency_depth import extrapolate_seconds, full_depth_memory, sampled_layers
 from assemblies.benchmarks.video_efficiency_tables import print_tables
 from assemblies.mllm import MiniCPMV
 from assemblies.presets import REPO_ROOT, compose_config
@@ -64,7 +69,13 @@ SCALES: dict[str, tuple[str, list[str]]] = {
                      "dims.llm_head_dim=128", "dims.llm_mlp=3072", "dims.resampler_heads=8",
                      "dims.vocab_size=3072", "dims.bos_token_id=0", "dims.eos_token_id=1"]),
     "toy": ("tiny", ["dims.queries=64", "dims.eos_token_id=1"]),
+    "released": ("full", ["dims.vision_depth=1", "dims.llm_layers=1"]),
+    "toy_layer": ("tiny", ["dims.queries=64", "dims.eos_token_id=1", "dims.vision_depth=1", "dims.llm_layers=1"]),
 }
+# Layer-sampled scales (video_efficiency_depth): one tower layer and one LLM layer at a scale's widths,
+# timed and extrapolated to the depths of the scale named here. "released": the 8.7B model's blocks,
+# vocabulary included, one layer deep; "toy_layer" is for tests.
+LAYER_SAMPLED = {"released": "full", "toy_layer": "toy"}
 PATCH_SIZE = 14
 PROMPT_HEAD = 3  # "<|im_start|>user\n" before the video; the question and "<|im_start|>assistant\n" follow it
 IMAGE_START, IMAGE_END, PLACEHOLDER, FIRST_TEXT_ID = 2, 3, 0, 4
@@ -82,6 +93,13 @@ def build_variants(scale: str, device: str = "cpu", variants: Sequence[str] = tu
         first = configs[variants[0]].model
         vpm, llm = instantiate(first.vision), instantiate(first.llm)
         return {name: MiniCPMV(vpm, instantiate(cfg.model.resampler), llm).eval() for name, cfg in configs.items()}
+
+
+def full_depths(scale: str) -> dict[str, int]:
+    """{"tower": layers, "llm": layers} of a scale's model, from its composed config."""
+    base, overrides = SCALES[scale]
+    dims = compose_config(["+assembly=mcpv45", f"scale={base}", *overrides]).dims
+    return {"tower": int(dims.vision_depth), "llm": int(dims.llm_layers)}
 
 
 def video_batch(model: MiniCPMV, variant: str, frames: int, frame_px: int = 448, question_tokens: int = 32,
@@ -116,74 +134,6 @@ def video_batch(model: MiniCPMV, variant: str, frames: int, frame_px: int = 448,
 
 def visual_tokens(batch: MultimodalBatch) -> int:
     return int((batch.image_bound[:, 2] - batch.image_bound[:, 1]).sum())
-
-
-class PhaseClock:
-    """Forward hooks that time one ``generate`` call by phase and name the phase for a memory probe.
-
-    After the block, ``seconds`` holds {tower, resampler, prefill, first_token, decode, answer} in
-    wall-clock seconds and the same keys prefixed ``cpu_`` in CPU seconds of this process (all
-    threads): on a shared machine the CPU time a step needs varies far less than its wall time.
-    Prefill is the first LLM call, first_token everything up to its end, decode the rest.
-    """
-
-    CLOCKS = {"": time.perf_counter, "cpu_": time.process_time}
-
-    def __init__(self, model: MiniCPMV, probe: LiveTensorBytes | None = None) -> None:
-        self.model, self.probe = model, probe
-
-    def _now(self) -> dict[str, float]:
-        return {prefix: clock() for prefix, clock in self.CLOCKS.items()}
-
-    def _enter_phase(self, name: str, *_) -> None:
-        if name == "llm":
-            name = "decode" if "prefill" in self.spans else "prefill"
-        self.phase, self.phase_start = name, self._now()
-        if self.probe is not None:
-            self.probe.phase = name
-
-    def _leave_phase(self, *_) -> None:
-        now = self._now()
-        span = self.spans.setdefault(self.phase, dict.fromkeys(self.CLOCKS, 0.0))
-        for prefix in self.CLOCKS:
-            span[prefix] += now[prefix] - self.phase_start[prefix]
-        if self.phase == "prefill":
-            self.first_token_at = now
-        if self.probe is not None:
-            self.probe.phase = "glue"  # embedding, scatter, sampling between the modules
-
-    def __enter__(self) -> "PhaseClock":
-        self.spans: dict[str, dict[str, float]] = {}
-        self.handles = []
-        for name, module in (("tower", self.model.vpm), ("resampler", self.model.resampler), ("llm", self.model.llm)):
-            self.handles.append(module.register_forward_pre_hook(partial(self._enter_phase, name)))
-            self.handles.append(module.register_forward_hook(self._leave_phase))
-        if self.probe is not None:
-            self.probe.phase = "glue"
-        self.started = self._now()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        ended = self._now()
-        for handle in self.handles:
-            handle.remove()
-        self.seconds = {}
-        for prefix in self.CLOCKS:
-            first_token = self.first_token_at[prefix] - self.started[prefix]
-            answer = ended[prefix] - self.started[prefix]
-            phases = {phase: self.spans[phase][prefix] for phase in ("tower", "resampler", "prefill")}
-            phases.update(first_token=first_token, decode=answer - first_token, answer=answer)
-            self.seconds.update({prefix + phase: value for phase, value in phases.items()})
-
-
-def answer(model: MiniCPMV, batch: MultimodalBatch, new_tokens: int, probe: LiveTensorBytes | None = None) -> dict:
-    """Generate exactly ``new_tokens`` greedy tokens; seconds per phase (``PhaseClock``)."""
-    with PhaseClock(model, probe) as clock:
-        completions = model.generate(batch, min_new_tokens=new_tokens, max_new_tokens=new_tokens)
-    lengths = {len(completion.token_ids) for completion in completions}
-    if lengths != {new_tokens}:
-        raise RuntimeError(f"generate returned {sorted(lengths)} tokens, not {new_tokens}")
-    return clock.seconds
 
 
 def peak_memory(scale: str, variant: str, frames: int, frame_px: int, question_tokens: int, new_tokens: int,
@@ -258,27 +208,48 @@ def _cpu_model() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
 
 
-def run(frames: Sequence[int] = (6, 18, 36, 60), repeats: int = 3, new_tokens: int = 64, scale: str = "cpu",
+def _timing_row(runs: list[dict], reference: list[dict]) -> dict:
+    """Median and range of each phase's seconds, and of its per-repeat ratio to the reference's."""
+    row: dict = {"seconds": {}, "seconds_range": {}, "ratios": {}, "ratio_ranges": {}}
+    for phase in runs[0]:
+        row["seconds"][phase], row["seconds_range"][phase] = _median_and_range([r[phase] for r in runs])
+        if phase in reference[0]:
+            row["ratios"][phase], row["ratio_ranges"][phase] = _median_and_range(
+                [r[phase] / ref[phase] for r, ref in zip(runs, reference)])
+    return row
+
+
+def run(frames: Sequence[int] | None = None, repeats: int | None = None, new_tokens: int = 64, scale: str = "cpu",
         frame_px: int = 448, question_tokens: int = 32, memory_chunks: Sequence[int | None] = (None, 6),
         flop_scales: Sequence[str] = ("cpu", "full")) -> dict:
     """Time, measure and count the three variants on one video per frame count; print the tables.
 
     Args:
-        frames: frame counts of the video (one run per count and variant).
+        frames: frame counts of the video (one run per count and variant); default (6, 18, 36, 60),
+            (6, 18, 60) for a layer-sampled scale.
         repeats: interleaved timed repeats (after one warm-up answer per variant); medians reported.
+            Default 3, 2 for a layer-sampled scale.
         new_tokens: tokens every answer decodes (greedy, forced: no early end).
-        scale: a key of ``SCALES`` for the timed and measured models.
+        scale: a key of ``SCALES`` for the timed and measured models. A key of ``LAYER_SAMPLED``
+            reports seconds and memory extrapolated to full depth (``video_efficiency_depth``); the
+            one-layer measurements are kept under ``one_layer``.
         frame_px: frame side in pixels (a multiple of 28).
         question_tokens: text tokens after the video (the question and the assistant turn's head).
         memory_chunks: visual encodings whose peak memory is measured per (variant, frames), each in a
             fresh subprocess: None = the whole video at once (how timing runs), n = chunks of n frames.
+            Layer-sampled: live tensors only, in this process (no RSS: a fresh process per
+            measurement would build the big model again each time).
         flop_scales: scales whose FLOPs are counted on the meta device.
 
     Returns:
         Figures: per frame count and variant the token counts, seconds per phase (median and range),
         memory, and ratios to ``patch_merger`` (median and range of the per-repeat ratios); FLOPs.
     """
+    depths = full_depths(LAYER_SAMPLED[scale]) if scale in LAYER_SAMPLED else None
+    frames = tuple(frames or ((6, 18, 60) if depths else (6, 18, 36, 60)))
+    repeats = repeats or (2 if depths else 3)
     models = build_variants(scale)
+    layers = {variant: sampled_layers(model) for variant, model in models.items()} if depths else {}
     batches = {(f, v): video_batch(models[v], v, f, frame_px, question_tokens) for f in frames for v in VARIANTS}
     names = list(VARIANTS)
     for variant in names:  # warm-up: lazy initialisation, thread pools
@@ -288,33 +259,37 @@ def run(frames: Sequence[int] = (6, 18, 36, 60), repeats: int = 3, new_tokens: i
         order = names[repeat % len(names):] + names[:repeat % len(names)]
         for f in frames:
             for variant in order:
-                seconds[(f, variant)].append(answer(models[variant], batches[(f, variant)], new_tokens))
+                seconds[(f, variant)].append(answer(models[variant], batches[(f, variant)], new_tokens,
+                                                    layers=layers.get(variant)))
                 print(f"  repeat {repeat + 1}/{repeats}, {f} frames, {variant}: "
-                      f"{seconds[(f, variant)][-1]['answer']:.2f} s", flush=True)
-    figures: dict = {"scale": scale, "frame_px": frame_px, "question_tokens": question_tokens,
+                      f"{seconds[(f, variant)][-1]['answer']:.2f} s measured", flush=True)
+    estimated = {key: [extrapolate_seconds(r, depths) for r in runs] if depths else runs for key, runs in seconds.items()}
+    figures: dict = {"scale": scale, "depths": depths, "frame_px": frame_px, "question_tokens": question_tokens,
                      "new_tokens": new_tokens, "repeats": repeats, "threads": torch.get_num_threads(),
                      "cpu_model": _cpu_model(), "frames": {}, "flops": {}}
     for f in frames:
         rows = figures["frames"][str(f)] = {}
         for variant in names:
-            batch, runs = batches[(f, variant)], seconds[(f, variant)]
+            batch = batches[(f, variant)]
             row = rows[variant] = {"visual_tokens": visual_tokens(batch), "prompt_tokens": int(batch.input_ids.shape[1]),
-                                   "seconds": {}, "seconds_range": {}, "ratios": {}, "ratio_ranges": {}}
-            for phase in runs[0]:
-                row["seconds"][phase], row["seconds_range"][phase] = _median_and_range([r[phase] for r in runs])
-                reference = seconds[(f, REFERENCE)]
-                row["ratios"][phase], row["ratio_ranges"][phase] = _median_and_range(
-                    [r[phase] / ref[phase] for r, ref in zip(runs, reference)])
-            row["memory"] = {memory_label(chunk): peak_memory_in_subprocess(
-                scale=scale, variant=variant, frames=f, frame_px=frame_px, question_tokens=question_tokens,
-                new_tokens=new_tokens, threads=torch.get_num_threads(), chunk_frames=chunk) for chunk in memory_chunks}
+                                   **_timing_row(estimated[(f, variant)], estimated[(f, REFERENCE)])}
+            if depths:
+                row["one_layer"] = _timing_row(seconds[(f, variant)], seconds[(f, REFERENCE)])["seconds"]
+                row["memory"] = {memory_label(chunk): full_depth_memory(models[variant], batch, new_tokens, chunk, depths)
+                                 for chunk in memory_chunks}
+            else:
+                row["memory"] = {memory_label(chunk): peak_memory_in_subprocess(
+                    scale=scale, variant=variant, frames=f, frame_px=frame_px, question_tokens=question_tokens,
+                    new_tokens=new_tokens, threads=torch.get_num_threads(), chunk_frames=chunk)
+                    for chunk in memory_chunks}
         for variant in names:
             row, ref = rows[variant], rows[REFERENCE]
             for key in ("visual_tokens", "prompt_tokens"):
                 row["ratios"][key] = row[key] / ref[key]
             for label, measured in row["memory"].items():
                 for key in ("rss_bytes", "tensor_bytes"):
-                    measured[key.replace("bytes", "ratio")] = measured[key] / ref["memory"][label][key]
+                    if key in measured:
+                        measured[key.replace("bytes", "ratio")] = measured[key] / ref["memory"][label][key]
     for flop_scale in flop_scales:
         figures["flops"][flop_scale] = {str(f): count_flops(flop_scale, f, frame_px, question_tokens) for f in frames}
     print_tables(figures)
