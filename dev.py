@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run the project with nothing but Python installed.
 
-    python dev.py test [pytest args]          # the test suite (what CI runs)
+    python dev.py test [pytest args]          # the test suite on 2 workers (what CI runs); -n 0: one process
     python dev.py <task> [overrides]          # tasks/<task>.py inside the environment, e.g. train, describe
     python dev.py example <name> [args]       # examples/<name>.py, e.g. 01_resampler (a unique prefix will do)
     python dev.py --latest <command>          # install the newest releases the floors allow, not the lock
@@ -32,6 +32,8 @@ PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 STAMP = VENV / ".mcpv-install-stamp"
 LOCK = ROOT / "constraints.txt"
 LATEST = "--latest"
+# One test worker per core of CI's 2-core machine; tests of one xdist_group share a worker (tests/conftest.py).
+PARALLEL = ["-n", "2", "--dist", "loadgroup"]
 
 
 def lock_python(lock: Path = LOCK) -> str | None:
@@ -84,8 +86,9 @@ def run_command(command: str, rest: list[str], python: Path = PYTHON) -> list[st
     Raises:
         ValueError: an unknown task or example (the message lists the known ones).
     """
-    if command == "test":
-        return [str(python), "-m", "pytest", *rest]
+    if command == "test":  # pytest keeps the last -n given, so `-n 0` after these runs in one process
+        parallel = [] if any("no:xdist" in arg for arg in rest) else PARALLEL
+        return [str(python), "-m", "pytest", *parallel, *rest]
     if command == "lock":
         return [str(python), "-m", "pip", "freeze", "--exclude-editable", *rest]
     if command == "example":

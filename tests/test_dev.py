@@ -30,7 +30,9 @@ def test_latest_is_a_flag_before_the_command():
 
 
 def test_the_commands_run_inside_the_environment():
-    assert dev.run_command("test", ["-m", "not slow"], PYTHON) == [str(PYTHON), "-m", "pytest", "-m", "not slow"]
+    assert dev.run_command("test", ["-m", "not slow"], PYTHON) == [str(PYTHON), "-m", "pytest", "-n", "2", "--dist",
+                                                                   "loadgroup", "-m", "not slow"]
+    assert dev.run_command("test", ["-p", "no:xdist"], PYTHON) == [str(PYTHON), "-m", "pytest", "-p", "no:xdist"]
     assert dev.run_command("train", ["scale=tiny"], PYTHON) == [str(PYTHON), str(ROOT / "tasks" / "train.py"),
                                                                 "scale=tiny"]
     assert dev.run_command("lock", [], PYTHON)[1:] == ["-m", "pip", "freeze", "--exclude-editable"]

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # a Hydra process that imports the whole toolkit (~30 s on CI's 2 cores)
 def test_the_task_prints_the_documented_numbers_in_pipeline_order(tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "tasks" / "describe.py"), "+assembly=mcpv45"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)

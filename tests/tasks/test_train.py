@@ -106,6 +106,7 @@ def test_resampler_sweep_writes_a_summary(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")  # two processes at once: never beside another such test
 def test_ddp_with_two_cpu_processes(tmp_path):
     done = _train(*FAST, "pipeline.stages=[stage1,stage3]", "stages.stage1.init_from=none", "trainer=ddp_cpu",
                   f"hydra.run.dir={tmp_path}",

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")  # two processes at once: never beside another such test
 def test_a_rank_whose_batch_was_all_skipped_still_joins_the_step(tmp_path):
     done = subprocess.run([sys.executable, script.__file__, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}, timeout=600)

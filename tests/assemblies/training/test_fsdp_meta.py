@@ -41,6 +41,7 @@ def test_materialize_is_seeded_per_module_and_matches_the_blocks_own_init():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")  # two processes at once: never beside another such test
 def test_sharded_step_from_meta_equals_the_unsharded_step_and_no_rank_holds_the_model(tmp_path):
     done = subprocess.run([sys.executable, script.__file__, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}, timeout=600)

@@ -100,6 +100,7 @@ def _finish(run_dir: Path) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")  # two processes at once: never beside another such test
 def test_killed_runs_resume_to_the_weights_of_an_uninterrupted_one(tmp_path):
     rng = random.Random(16)
     straight = _start(tmp_path / "straight", "finished")  # alongside: one thread each

@@ -92,6 +92,7 @@ def test_a_tiny_model_learns_to_think_in_a_few_dozen_steps():
     tokens on >= 90% of every corpus's held-out prompts. The traces before docs/thinking_mode.md's
     rewrite (pixel coordinates, line and frame numbers) reach 29 of 48 here (long traces)."""
     import torch
+    from torch.utils.data import ConcatDataset
 
     from assemblies.presets import mcpv45_tiny
     from blocks.answers import parse_completion
@@ -101,12 +102,14 @@ def test_a_tiny_model_learns_to_think_in_a_few_dozen_steps():
     model = mcpv45_tiny()
     config = ProcessorConfig(max_slice_nums=1, scale_resolution=112, tokens_per_group=model.resampler.tokens_per_group)
     processor = MiniCPMVProcessor(tokenizer, config)
-    train = [processor(r) for name in REASONING for r in make_corpus(name, size=480, reasoning=True)]
+    # Records are made on access: only the 960 of the 1440 that the 60 steps draw are built and processed.
+    train = ConcatDataset([make_corpus(name, size=480, reasoning=True) for name in REASONING])
     heldout = [r for name in REASONING for r in make_corpus(name, size=16, split="heldout", reasoning=True)]
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     for step in range(60):
-        loss = model(collate([train[i] for i in order[step * 16:(step + 1) * 16]], tokenizer.pad_token_id)).loss
+        samples = [processor(train[int(i)]) for i in order[step * 16:(step + 1) * 16]]
+        loss = model(collate(samples, tokenizer.pad_token_id)).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
