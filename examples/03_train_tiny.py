@@ -5,8 +5,8 @@
     python tasks/train.py +assembly=mcpv45 scale=tiny hydra.run.dir=<out_dir>
 
 1. ``train(cfg)`` runs stage0 (contrastive pre-training of the from-scratch vision tower, which the
-   full recipe gets from SigLIP) -> stage1 -> stage2 -> stage3 -> sft -> sft_long_cot, each starting
-   from the previous stage's weights, and prints what each stage trains on and a table per stage (loss,
+   full recipe gets from SigLIP) -> stage1 -> stage2 -> stage3 -> sft -> sft_long_cot -> rl_hybrid ->
+   rlaif_dpo, each starting from the previous stage's weights, and prints what each stage trains on and a table per stage (loss,
    samples/s, peak memory, held-out accuracy per task next to chance: teacher-forced, and of answers
    generated in short and in long mode).
 2. The result is exported in the official MiniCPM-V 4.5 layout with the tokenizer and processor

@@ -47,7 +47,8 @@ def test_lora_estimate_equals_the_adapters_peft_adds():
 
 def test_tiny_recipe_in_pipeline_order_counting_the_text_tower_of_stage0():
     report = describe_model(compose_config(["+assembly=mcpv45", "scale=tiny"], "describe"))
-    assert [s["name"] for s in report["stages"]] == ["stage0", "stage1", "stage2", "stage3", "sft", "sft_long_cot"]
+    assert [s["name"] for s in report["stages"]] == ["stage0", "stage1", "stage2", "stage3", "sft", "sft_long_cot",
+                                                     "rl_hybrid", "rlaif_dpo"]
     assert report["precision"] == "32-true"  # the tiny recipe trains in fp32 on a CPU
     # What training freezes: stage0 trains the tower, the resampler and the contrastive text tower.
     wrapper = ContrastivePretrainer(mcpv45_tiny(), vocab_size=len(tiny_tokenizer()))
