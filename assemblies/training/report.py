@@ -101,7 +101,8 @@ def _fmt(value, spec: str = ".3f") -> str:
 
 def stage_table(result: dict, previous: dict | None = None) -> str:
     """A plain-text table: loss start -> end, throughput, memory, and per held-out task: chance, the
-    teacher-forced accuracy and the generated answers' accuracy ± standard error in each mode."""
+    teacher-forced accuracy and the generated answers' accuracy ± standard error in each mode, with its
+    change from ``previous`` in standard errors where both stages scored the same held-out records."""
     memory = result.get("peak_memory_mb")
     lines = [f"== {result['stage']}: {result['steps']} steps in {result['seconds']:.0f} s "
              f"({result.get('eval_seconds', 0):.0f} s of it generating held-out answers), "
@@ -112,8 +113,12 @@ def stage_table(result: dict, previous: dict | None = None) -> str:
     if (note := _loss_jump(result, previous)) is not None:
         lines.append(f"   {note}")
     modes = [m for m in ("short", "long") if any(m in t for t in result["tasks"].values())]
+    before = (previous or {}).get("tasks", {})
+    changes = {(task, mode): change_in_se(m.get(mode), before.get(task, {}).get(mode))
+               for task, m in result["tasks"].items() for mode in modes}
+    compared = any(z is not None for z in changes.values())
     header = f"   {'held-out task':<18}{'chance':>7}{'forced':>8}"
-    header += "".join(f"{mode:>8}{'±se':>6}{'tok':>6}{'fmt!':>6}" for mode in modes)
+    header += "".join(f"{mode:>8}{'±se':>6}{'tok':>6}{'fmt!':>6}" + (f"{'Δ/se':>6}" if compared else "") for mode in modes)
     lines.append(header + f"{'anls':>7}{'cer':>7}")
     for task, m in result["tasks"].items():
         line = f"   {task:<18}{_fmt(m['chance']):>7}{_fmt(m['acc']):>8}"
@@ -121,11 +126,28 @@ def stage_table(result: dict, previous: dict | None = None) -> str:
             g = m.get(mode) or {}
             line += (f"{_fmt(g.get('acc')):>8}{_fmt(g.get('stderr'), '.2f'):>6}{_fmt(g.get('tokens'), '.0f'):>6}"
                      f"{_fmt(g.get('format_fail'), '.2f'):>6}")
+            line += f"{_fmt(changes[task, mode], '+.1f'):>6}" if compared else ""
         lines.append(line + f"{_fmt(m['anls']):>7}{_fmt(m['cer']):>7}")
     if modes:
         lines.append("   forced: teacher-forced exact match; short/long: greedy generated answers, accuracy ± standard "
                      "error, mean generated tokens (tok), share not well-formed (fmt!)")
+    if compared:
+        lines.append(f"   Δ/se: change from {previous['stage']} on the same held-out records, in standard errors of the "
+                     "difference (|Δ/se| >= 2: more than noise)")
     return "\n".join(lines)
+
+
+def change_in_se(now: dict | None, before: dict | None) -> float | None:
+    """(accuracy - previous accuracy) / sqrt(se² + previous se²) of one task and mode, where both stages
+    scored the same number of held-out records (the same records: the held-out stream is seeded); None
+    otherwise, or where both standard errors are 0 and the accuracies differ."""
+    if not now or not before or not now.get("samples") or now["samples"] != before.get("samples") \
+            or None in (now.get("acc"), before.get("acc")):
+        return None
+    se = math.hypot(now["stderr"], before["stderr"])
+    if se == 0:
+        return 0.0 if now["acc"] == before["acc"] else None
+    return (now["acc"] - before["acc"]) / se
 
 
 def _loss_jump(result: dict, previous: dict | None) -> str | None:

@@ -57,6 +57,26 @@ def test_the_stage_table_shows_both_modes_beside_teacher_forcing_and_explains_a_
     assert "±se" not in report.stage_table(contrastive)
 
 
+def test_the_table_shows_the_change_from_the_previous_stage_only_on_the_same_held_out_records():
+    def scored(acc: float, stderr: float, samples: int = 512) -> dict:
+        return {"acc": acc, "stderr": stderr, "samples": samples, "tokens": 2.0, "format_fail": 0.0}
+
+    assert report.change_in_se(scored(0.50, 0.03), scored(0.40, 0.04)) == pytest.approx(2.0)  # 0.10 / 0.05
+    assert report.change_in_se(scored(0.50, 0.03), scored(0.40, 0.04, samples=32)) is None
+    assert report.change_in_se(scored(1.0, 0.0), scored(1.0, 0.0)) == 0.0
+    assert report.change_in_se(scored(1.0, 0.0), scored(0.0, 0.0)) is None
+    assert report.change_in_se(scored(0.5, 0.03) | {"samples": None}, scored(0.4, 0.04) | {"samples": None}) is None
+    intro = report.stage_intro(stage({"scenes": 1.0}), CORPORA, set())
+    before, after = result("sft_long_cot", 1.0, 0.5, intro), result("rl_hybrid", 1.0, 0.5, intro)
+    before["tasks"]["digit"].update(short=scored(0.40, 0.04), long=scored(0.20, 0.03))
+    after["tasks"]["digit"].update(short=scored(0.50, 0.03), long=scored(0.14, 0.05))
+    table = report.stage_table(after, before)
+    digit = next(line for line in table.splitlines() if line.strip().startswith("digit")).split()
+    assert (digit[7], digit[12]) == ("+2.0", "-1.0") and "change from sft_long_cot" in table
+    before["tasks"]["digit"].update(short=scored(0.40, 0.04, samples=32), long=scored(0.20, 0.03, samples=32))
+    assert "Δ/se" not in report.stage_table(after, before)
+
+
 def test_announce_prints_once_and_writes_the_log_file(tmp_path, capsys):
     handler = logging.FileHandler(tmp_path / "train.log")
     logging.getLogger().addHandler(handler)
