@@ -73,7 +73,7 @@ def test_pipeline_runs_the_papers_stages_in_order_and_scale_selects_the_recipe()
     assert tiny.data.processor.scale_resolution < full.data.processor.scale_resolution
     assert tiny.data.tokenizer._target_.endswith("tiny_tokenizer")
     # The from-scratch tiny tower gets the contrastive pre-training a SigLIP checkpoint already had.
-    assert list(tiny.pipeline.stages) == ["stage0", *full.pipeline.stages][:-2]  # RL on request at this scale
+    assert list(tiny.pipeline.stages) == ["stage0", *full.pipeline.stages]  # RL and DPO included
     assert recipe_stages(tiny) == ["stage0", *full.pipeline.stages]
     assert tiny.stages.stage0.objective._target_.endswith("ContrastivePretrainer")
 
