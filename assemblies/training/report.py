@@ -87,7 +87,7 @@ def stage_result(name: str, stage_dir: Path, heldout: dict, chance: dict, throug
                                          "tokens": score.mean_generated_tokens, "truncated": score.truncation_rate,
                                          "format_fail": score.format_failure_rate}
     return {"stage": name, "steps": steps, "finished": finished, "seconds": round(seconds, 1),
-            "eval_seconds": round(eval_seconds, 1), "trainable_params": trainable,
+            "eval_seconds": round(eval_seconds, 3), "trainable_params": trainable,  # ms: a tiny evaluation is not 0
             "loss_start": sum(losses[:window]) / window if losses else None,
             "loss_end": sum(losses[-window:]) / window if losses else None,
             "heldout_acc": heldout.get("val/acc"),
